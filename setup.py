@@ -1,0 +1,33 @@
+"""un-fairseq: Unified Normalization for fairseq's pre-norm Transformer.
+
+Install torch first (``pip install torch==2.13.0`` takes the CPU wheel here; any CUDA build
+works on a GPU machine), then ``pip install -e .[test]``.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="un-fairseq",
+    version="0.1.0",
+    description="Unified Normalization (Yang et al., ACM MM 2022) as a fairseq plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["un_fairseq", "un_fairseq.*"]),
+    install_requires=[
+        "torch>=2.6",  # installed first; no CUDA build is pinned here
+        "ve-fairseq==0.12.3",  # fairseq's main branch packaged for Python 3.11/3.12
+        "sacrebleu>=2.0",
+        "sentencepiece",
+        "sacremoses",
+        "subword-nmt",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "un-fuse=un_fairseq.fuse:main",
+            "un-average-checkpoints=un_fairseq.average_checkpoints:main",
+        ]
+    },
+)

@@ -1,0 +1,126 @@
+"""What every normalizer here shares: the ``(x, padding_mask=None)`` call, the padding mask
+handed down by the model, the flattening of non-padding tokens into rows, and (for the
+stateful ones) a training-step count kept on the host without waiting on the device.
+
+Shapes: ``x`` is ``T x B x C`` (fairseq is time-major) or any ``... x C`` when no mask is
+given; ``padding_mask`` is ``B x T`` bool with True at padding.
+"""
+
+from contextlib import contextmanager
+from typing import Iterator, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+class PaddingAwareNorm(nn.Module):
+    """Base class: ``forward(x, padding_mask=None)``.
+
+    fairseq's layers call their norms with ``x`` only, so the surrounding encoder or decoder
+    hands the mask down with :func:`padding_context` instead; an explicit ``padding_mask``
+    argument wins over the one from the context.
+    """
+
+    context_padding_mask: Optional[Tensor] = None
+
+    #: float buffers that hold statistics: they stay float32 under `model.half()`.
+    stat_buffers: Tuple[str, ...] = ()
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        for name in self.stat_buffers:
+            self._buffers[name] = self._buffers[name].float()
+        return self
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        if padding_mask is None:
+            padding_mask = self.context_padding_mask
+        return self.normalize(x, padding_mask)
+
+    def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+
+@contextmanager
+def padding_context(module: nn.Module, padding_mask: Optional[Tensor]) -> Iterator[None]:
+    """Make every :class:`PaddingAwareNorm` below ``module`` see ``padding_mask`` (B x T)."""
+    norms = [m for m in module.modules() if isinstance(m, PaddingAwareNorm)]
+    for norm in norms:
+        norm.context_padding_mask = padding_mask
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.context_padding_mask = None
+
+
+def as_rows(
+    x: Tensor, padding_mask: Optional[Tensor], count_padding: bool = False
+) -> Tuple[Tensor, Optional[Tensor], int]:
+    """Flatten ``x`` to rows ``(N, C)`` and return ``(rows, keep, n)``.
+
+    ``keep`` is ``(N, 1)`` float32 with 1 at real tokens, or None when every row counts
+    (no mask, or ``count_padding`` as in the authors' release); ``n`` is then the number of
+    rows, else the number of real tokens as a float32 0-dim tensor (no host sync).
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    if padding_mask is None or count_padding:
+        return rows, None, rows.shape[0]
+    if x.dim() != 3 or padding_mask.shape != (x.shape[1], x.shape[0]):
+        raise ValueError(
+            f"padding_mask of shape {tuple(padding_mask.shape)} does not match x of shape "
+            f"{tuple(x.shape)}: expected x as T x B x C and the mask as B x T"
+        )
+    keep = (~padding_mask).t().reshape(-1, 1).to(torch.float32)
+    return rows, keep, keep.sum().clamp_min(1.0)
+
+
+class StepCountedNorm(PaddingAwareNorm):
+    """A stateful normalizer that counts its finite training forward calls ``t``.
+
+    The count lives in the ``num_steps`` buffer (so checkpoints keep it) and is mirrored on
+    the host, so that ``t``-dependent choices (warmup, ring slot) need no device sync. A
+    non-finite batch leaves ``num_steps`` unchanged on the device; the host mirror learns of
+    it at the next call from a flag copied asynchronously (already there by then, since
+    fairseq reads the loss every step), and rolls back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
+        self._host_steps = 0
+        self._pending_ok = None
+
+    def _next_step(self) -> int:
+        """The 1-based index ``t`` of the training call about to run."""
+        if self._pending_ok is not None:
+            flag, event = self._pending_ok
+            self._pending_ok = None
+            if event is not None:
+                event.synchronize()
+            if not bool(flag):
+                self._host_steps -= 1
+        return self._host_steps + 1
+
+    def _count_step(self, ok: Tensor) -> None:
+        """Record the call whose statistics were finite iff ``ok`` (0-dim bool tensor)."""
+        self.num_steps.add_(ok.to(self.num_steps.dtype))
+        self._host_steps += 1
+        if ok.is_cuda:
+            flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+            flag.copy_(ok, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending_ok = (flag, event)
+        else:
+            self._pending_ok = (ok, None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._host_steps = int(self.num_steps)
+        self._pending_ok = None
+
+
+def keep_if(ok: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """``new`` where the batch was finite, else ``old``: state updates without a branch."""
+    return torch.where(ok, new, old)

@@ -1,0 +1,69 @@
+"""Batch normalisation over the tokens of a batch (Ioffe & Szegedy, ICML 2015), padding
+excluded: offline, foldable at inference.
+
+Mean and biased variance per channel over real tokens, full autograd through them; running
+statistics with PyTorch's convention (momentum 0.1, running_var from the unbiased variance).
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import PaddingAwareNorm, as_rows, keep_if
+from .options import check_eps, check_momentum
+
+
+def _masked_mean(values: Tensor, keep: Optional[Tensor], n) -> Tensor:
+    """Per-channel mean of ``values`` (N x C) over real rows; differentiable."""
+    if keep is None:
+        return values.mean(0)
+    return (keep.t() @ values).squeeze(0) / n
+
+
+class MaskedBatchNorm(PaddingAwareNorm):
+    """Batch norm over non-padding tokens (Ioffe & Szegedy, ICML 2015); offline.
+
+    Shape: x ``T x B x C`` (any ``... x C`` without a mask), padding_mask ``B x T``.
+    Buffers: ``running_mean``, ``running_var`` (C), ``num_batches_tracked``.
+    """
+
+    stat_buffers = ("running_mean", "running_var")
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.momentum = check_momentum("momentum", momentum)
+        self.eps = check_eps("eps", eps)
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+
+    def inference_scale(self) -> Tuple[Tensor, Tensor]:
+        """The inference map ``y = a * x + b`` as float32 ``(a, b)``."""
+        a = self.weight.float() * torch.rsqrt(self.running_var + self.eps)
+        return a, self.bias.float() - a * self.running_mean
+
+    def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+        if not self.training:
+            a, b = self.inference_scale()
+            return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype))
+        rows, keep, n = as_rows(x, padding_mask)
+        rows32 = rows.float()
+        mean = _masked_mean(rows32, keep, n)
+        centred = rows32 - mean
+        var = _masked_mean(centred * centred, keep, n)
+        y = centred * torch.rsqrt(var + self.eps) * self.weight.float() + self.bias.float()
+        with torch.no_grad():
+            ok = torch.isfinite(mean).all() & torch.isfinite(var).all()
+            unbiased = var * n / ((n - 1).clamp_min(1) if torch.is_tensor(n) else max(n - 1, 1))
+            m = self.momentum
+            self.running_mean.copy_(keep_if(ok, (1 - m) * self.running_mean + m * mean, self.running_mean))
+            self.running_var.copy_(keep_if(ok, (1 - m) * self.running_var + m * unbiased, self.running_var))
+            self.num_batches_tracked.add_(ok.long())
+        return y.to(x.dtype).view(x.shape)

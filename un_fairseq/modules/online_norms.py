@@ -1,0 +1,45 @@
+"""The online baselines: their inference output depends on each token, so they cannot be
+folded. They accept (and ignore) a padding mask, like every normalizer here."""
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+
+class LayerNorm(nn.LayerNorm):
+    """Layer normalisation (Ba et al., 2016), as fairseq builds it; online."""
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        return super().forward(x)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer normalisation (Zhang & Sennrich, NeurIPS 2019); online.
+
+    ``y = gamma * x / sqrt(mean_c x^2 + eps)``, the mean in float32. Shape: ``... x C``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        inv_rms = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x * inv_rms.to(x.dtype)) * self.weight.to(x.dtype)
+
+
+class NoNorm(nn.Module):
+    """No normalisation: the identity (the paper's "w/o Norm" row)."""
+
+    def __init__(self, num_features: int = 0) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        return x
