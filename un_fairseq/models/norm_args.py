@@ -16,9 +16,13 @@ from ..modules.options import check_eps, check_momentum, check_warmup, check_win
 def _argtype(check: Callable, flag: str, parse: Callable) -> Callable:
     def convert(text: str):
         try:
-            return check(flag, parse(text))
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}={text!r} is not a number")
+        try:
+            return check(flag, value)
         except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err) if flag in str(err) else f"{flag}={text!r}: {err}")
+            raise argparse.ArgumentTypeError(f"got {text!r}: {err}")
 
     convert.__name__ = flag
     return convert

@@ -6,9 +6,14 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .options import check_eps
+
 
 class LayerNorm(nn.LayerNorm):
     """Layer normalisation (Ba et al., 2016), as fairseq builds it; online."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, **kwargs) -> None:
+        super().__init__(num_features, eps=check_eps("eps", eps), **kwargs)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         return super().forward(x)
@@ -18,12 +23,13 @@ class RMSNorm(nn.Module):
     """Root-mean-square layer normalisation (Zhang & Sennrich, NeurIPS 2019); online.
 
     ``y = gamma * x / sqrt(mean_c x^2 + eps)``, the mean in float32. Shape: ``... x C``.
+    No bias, as in the spec and the paper's formulation.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = num_features
-        self.eps = eps
+        self.eps = check_eps("eps", eps)
         self.weight = nn.Parameter(torch.ones(num_features))
 
     def extra_repr(self) -> str:

@@ -88,14 +88,15 @@ class PowerNorm(StepCountedNorm):
         return self.weight.float() * torch.rsqrt(self.running_phi + self.eps), self.bias.float()
 
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        if self.layer_scale:
-            x = group_scaling(x, self.num_groups)
+        dtype = x.dtype
+        if self.layer_scale:  # a per-token statistic: kept in float32 like the others
+            x = group_scaling(x.float(), self.num_groups)
         if not self.training:
             a, b = self.inference_scale()
-            return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype))
+            return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype)).to(dtype)
         rows, keep, n = as_rows(x, padding_mask, self.count_padding)
         y = _PowerNormFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step())
-        return y.view(x.shape)
+        return y.view(x.shape).to(dtype)
 
 
 class _PowerNormFunction(torch.autograd.Function):
