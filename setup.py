@@ -23,7 +23,7 @@ setup(
         "subword-nmt",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "mosestokenizer==1.2.1"]},  # ships the real Moses perl scripts
     entry_points={
         "console_scripts": [
             "un-fuse=un_fairseq.fuse:main",
