@@ -1,0 +1,183 @@
+"""transformer_un in-process: norm placement, padding plumbing, incremental decoding, flag
+validation and safe checkpoint loading."""
+
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import un_fairseq  # noqa: F401  (registers the models, allows fairseq checkpoint types)
+from fairseq import checkpoint_utils, options, tasks
+from fairseq_fixtures import TINY_MODEL, preprocess, write_toy_corpus
+from un_fairseq.modules import NORM_TYPES, PaddingAwareNorm, norm_type_of
+
+ENCODER_POSITIONS = ("self_attn_layer_norm", "final_layer_norm")
+DECODER_POSITIONS = ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_corpus(root / "text")
+    return preprocess(root / "text", root / "bin")
+
+
+def parse(data, *extra):
+    parser = options.get_training_parser()
+    return options.parse_args_and_arch(
+        parser, [str(data), "--user-dir", "un_fairseq", *TINY_MODEL, "--cpu", "--dropout", "0",
+                 "--un-warmup", "2", "--un-window", "2", "--mabn-warmup", "2", "--mabn-window", "2",
+                 "--pn-warmup", "2", *extra]
+    )
+
+
+def build(data, *extra):
+    args = parse(data, *extra)
+    task = tasks.setup_task(args)
+    task.load_dataset("train")
+    return task, task.build_model(args)
+
+
+def norms_by_position(model):
+    found = {}
+    for side, positions in (("encoder", ENCODER_POSITIONS), ("decoder", DECODER_POSITIONS)):
+        stack = getattr(model, side)
+        for i, layer in enumerate(stack.layers):
+            for name in positions:
+                found[f"{side}.layers.{i}.{name}"] = getattr(layer, name)
+        found[f"{side}.layer_norm"] = stack.layer_norm
+    return found
+
+
+def first_batch(task, size=8):
+    dataset = task.dataset("train")
+    return dataset.collater([dataset[i] for i in range(size)])
+
+
+@pytest.mark.parametrize("norm", NORM_TYPES)
+def test_every_pre_norm_position_holds_the_chosen_norm(data, norm):
+    _, model = build(data, "--norm-type", norm)
+    found = norms_by_position(model)
+    assert len(found) == 2 * 2 + 2 * 3 + 2
+    assert {norm_type_of(m) for m in found.values()} == {norm}
+    assert model.encoder.cfg.encoder.normalize_before and model.decoder.cfg.decoder.normalize_before
+    if norm != "layer":  # no LayerNorm is left anywhere
+        assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
+
+
+def test_side_overrides(data):
+    _, model = build(data, "--norm-type", "un", "--encoder-norm-type", "layer", "--decoder-norm-type", "mabn")
+    kinds = {k: norm_type_of(m) for k, m in norms_by_position(model).items()}
+    assert {v for k, v in kinds.items() if k.startswith("encoder")} == {"layer"}
+    assert {v for k, v in kinds.items() if k.startswith("decoder")} == {"mabn"}
+
+
+def test_parameter_names_are_fairseqs(data):
+    _, model = build(data, "--norm-type", "un")
+    keys = set(model.state_dict())
+    for name in ("encoder.layers.0.self_attn_layer_norm.weight", "encoder.layer_norm.running_var",
+                 "decoder.layers.1.encoder_attn_layer_norm.bias", "decoder.layer_norm.weight"):
+        assert name in keys
+
+
+def test_padding_mask_reaches_every_norm_in_training(data):
+    task, model = build(data, "--norm-type", "un")
+    sample = first_batch(task)
+    src = sample["net_input"]["src_tokens"]
+    prev = sample["net_input"]["prev_output_tokens"]
+    pad = task.source_dictionary.pad()
+    assert src.eq(pad).any() and prev.eq(pad).any(), "the batch must contain padding"
+    seen = {}
+
+    def spy(name):
+        def hook(module, inputs):
+            seen[name] = (inputs[0].shape, module.context_padding_mask)
+        return hook
+
+    for name, norm in norms_by_position(model).items():
+        norm.register_forward_pre_hook(spy(name))
+    model.train()
+    model(**sample["net_input"])
+    assert len(seen) == 12
+    for name, (shape, mask) in seen.items():
+        expected = src.eq(pad) if name.startswith("encoder") else prev.eq(pad)
+        assert mask is not None and torch.equal(mask, expected), name
+        assert shape[:2] == (mask.shape[1], mask.shape[0]), name
+    # handed down only for the forward: nothing is left behind
+    assert all(m.context_padding_mask is None for m in model.modules() if isinstance(m, PaddingAwareNorm))
+
+
+@pytest.mark.parametrize("norm", NORM_TYPES)
+def test_incremental_decoding_equals_full_forward(data, norm):
+    task, model = build(data, "--norm-type", norm)
+    sample = first_batch(task)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(4):  # move the running statistics past warmup
+        out, _ = model(**sample["net_input"])
+        out.float().logsumexp(-1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    net = sample["net_input"]
+    with torch.no_grad():
+        enc = model.encoder(net["src_tokens"], net["src_lengths"])
+        full, _ = model.decoder(net["prev_output_tokens"], encoder_out=enc)
+        state = {}
+        steps = []
+        for t in range(net["prev_output_tokens"].shape[1]):
+            step, _ = model.decoder(net["prev_output_tokens"][:, : t + 1], encoder_out=enc,
+                                    incremental_state=state)
+            steps.append(step)
+    incremental = torch.cat(steps, dim=1)
+    real = ~net["prev_output_tokens"].eq(task.target_dictionary.pad())
+    torch.testing.assert_close(incremental[real], full[real], rtol=1e-4, atol=1e-4)
+
+
+BAD_FLAGS = [
+    (["--norm-type", "fancy"], "fancy", "choose from"),
+    (["--un-window", "0"], "--un-window", ">= 1"),
+    (["--un-window", "4,0"], "--un-window", ">= 1"),
+    (["--un-momentum", "1.5"], "--un-momentum", "between 0 and 1"),
+    (["--un-momentum", "0"], "--un-momentum", "between 0 and 1"),
+    (["--un-warmup", "-5"], "--un-warmup", ">= 0"),
+    (["--un-eps", "0"], "--un-eps", "> 0"),
+    (["--mabn-momentum", "-0.1"], "--mabn-momentum", "between 0 and 1"),
+]
+
+
+@pytest.mark.parametrize("flags,names,allowed", BAD_FLAGS, ids=[" ".join(f[0]) for f in BAD_FLAGS])
+def test_bad_flag_stops_with_a_message(data, capsys, flags, names, allowed):
+    with pytest.raises(SystemExit) as stop:
+        parse(data, *flags)
+    assert stop.value.code != 0
+    err = capsys.readouterr().err
+    assert names in err and flags[1] in err and allowed in err, err
+
+
+def test_checkpoint_activations_are_refused(data):
+    args = parse(data, "--checkpoint-activations")
+    task = tasks.setup_task(args)
+    with pytest.raises(ValueError, match="--checkpoint-activations"):
+        task.build_model(args)
+
+
+class _Payload:
+    """An object whose unpickling would run code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"args": None, "cfg": None, "model": {"w": torch.zeros(1)}, "extra": _Payload(marker)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint_utils.load_checkpoint_to_cpu(str(path))
+    assert not marker.exists()
