@@ -7,7 +7,11 @@ import re
 import pytest
 import torch
 
-from fairseq_fixtures import generate, preprocess, run, train, write_toy_corpus
+from fairseq_cli import generate as generate_cli
+from fairseq_cli import train as train_cli
+from fairseq_fixtures import (
+    TINY_MODEL, TINY_TRAINING, call_cli, generate, preprocess, run, train, write_toy_corpus,
+)
 from un_fairseq.checkpoint_io import load_checkpoint
 from un_fairseq.modules import NORM_TYPES
 
@@ -28,15 +32,21 @@ def model_state(path):
 
 
 @pytest.mark.parametrize("norm", NORM_TYPES)
-def test_train_then_generate_with_bleu(data, tmp_path, norm):
-    train(data, tmp_path, "--norm-type", norm, "--max-update", "3", "--no-epoch-checkpoints")
+def test_train_then_generate_with_bleu(data, tmp_path, capsys, norm):
+    """fairseq-train and fairseq-generate, through their console-script entry points."""
+    call_cli(train_cli.cli_main, [data, "--user-dir", "un_fairseq", "--save-dir", tmp_path,
+                                  *TINY_MODEL, *TINY_TRAINING, "--norm-type", norm,
+                                  "--max-update", "3", "--no-epoch-checkpoints"])
     state = model_state(tmp_path / "checkpoint_last.pt")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     if norm in ("un", "mabn", "power", "power_noscale"):
         # every norm counted exactly the three training forward calls
         steps = {k: int(v) for k, v in state.items() if k.endswith("num_steps")}
         assert len(steps) == 12 and set(steps.values()) == {3}, steps
-    out = generate(data, tmp_path / "checkpoint_last.pt").stdout
+    capsys.readouterr()
+    out = call_cli(generate_cli.cli_main, [data, "--user-dir", "un_fairseq", "--path",
+                                           tmp_path / "checkpoint_last.pt", "--beam", "5",
+                                           "--batch-size", "16", "--cpu", "--max-len-b", "16"], capsys)
     assert hypotheses(out) == 40
     assert re.search(r"BLEU4 = \d+\.\d+", out), out[-2000:]
 
