@@ -108,6 +108,25 @@ def learn_bpe(lines, codes_path, num_symbols):
         tmp.unlink(missing_ok=True)
 
 
+def split_valid(lines_path, tmp, lang, every):
+    """The recipes' split: every ``every``-th line of ``lines_path`` to ``tmp/valid.LANG``,
+    the rest to ``tmp/train.LANG`` (skipped when both exist)."""
+    if exists(tmp / f"valid.{lang}", tmp / f"train.{lang}"):
+        return
+    lines = read_lines(lines_path)
+    write_lines(tmp / f"valid.{lang}", [x for i, x in enumerate(lines, 1) if i % every == 0])
+    write_lines(tmp / f"train.{lang}", [x for i, x in enumerate(lines, 1) if i % every != 0])
+
+
+def learned_codes(out, tmp, src, tgt, num_symbols):
+    """``out/code``: joint BPE codes learnt on ``tmp/train.{src,tgt}`` unless already there."""
+    codes = out / "code"
+    if not exists(codes):
+        log(f"learning {num_symbols} BPE merges on tmp/train.{src} + tmp/train.{tgt}...")
+        learn_bpe(read_lines(tmp / f"train.{src}") + read_lines(tmp / f"train.{tgt}"), codes, num_symbols)
+    return codes
+
+
 def bpe_segmenter(codes_path):
     """A function line -> BPE'd line, as ``subword-nmt apply-bpe -c CODES``."""
     from subword_nmt.apply_bpe import BPE

@@ -84,16 +84,9 @@ def prepare(out, orig=None, bpe_codes=None, test_only=False, workers=2):
                 norm, tok = MosesPunctNormalizer(l), MosesTokenizer(l, aggressive_dash_splits=True)
                 write_lines(f, [tok(remove_non_printing(norm(x)))
                                 for c in CORPORA for x in read_lines(corpus_file(orig, c, l))])
-            if not exists(tmp / f"valid.{l}", tmp / f"train.{l}"):
-                lines = read_lines(f)
-                write_lines(tmp / f"valid.{l}", [x for i, x in enumerate(lines, 1) if i % VALID_EVERY == 0])
-                write_lines(tmp / f"train.{l}", [x for i, x in enumerate(lines, 1) if i % VALID_EVERY != 0])
+            common.split_valid(f, tmp, l, VALID_EVERY)
         if bpe_codes is None:
-            bpe_codes = out / "code"
-            if not exists(bpe_codes):
-                log(f"learning {BPE_TOKENS} BPE merges...")
-                common.learn_bpe(read_lines(tmp / f"train.{SRC}") + read_lines(tmp / f"train.{TGT}"),
-                                 bpe_codes, BPE_TOKENS)
+            bpe_codes = common.learned_codes(out, tmp, SRC, TGT, BPE_TOKENS)
 
     if bpe_codes is None:
         log("no --bpe-codes given with --test-only: BPE skipped, tokenised test set in tmp/")
