@@ -86,6 +86,9 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
                    help="MABN running_var momentum, in (0, 1) (default: 0.98)")
     g.add_argument("--bn-momentum", type=_argtype(check_momentum, "--bn-momentum", float), metavar="A",
                    help="BatchNorm running-statistics momentum, PyTorch convention (default: 0.1)")
+    g.add_argument("--fused-output-projection", action="store_true",
+                   help="internal, set by un-fuse in the checkpoints it writes: the decoder's "
+                        "output projection is untied from the embeddings and has a bias")
 
 
 NORM_DEFAULTS = dict(
@@ -94,6 +97,7 @@ NORM_DEFAULTS = dict(
     un_count_padding=False, un_no_fp_gm=False, un_no_bp_sma=False, un_no_bp_ema=False,
     pn_warmup=None, pn_alpha_fwd=0.9, pn_alpha_bkw=0.9,
     mabn_window=16, mabn_warmup=100, mabn_momentum=0.98, bn_momentum=0.1,
+    fused_output_projection=False,
 )
 
 

@@ -10,7 +10,7 @@ the padding mask (source or target, ``B x T``) to every norm through a context.
 
 from typing import Dict, List, Optional
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
@@ -68,6 +68,13 @@ class TransformerUNDecoder(TransformerDecoderBase):
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn,
                          output_projection=output_projection)
         replace_norms(self, cfg, "decoder", cfg.decoder.attention_heads)
+
+    def build_output_projection(self, cfg, dictionary, embed_tokens):
+        """fairseq's, except in a checkpoint written by un-fuse (``--fused-output-projection``):
+        an untied ``C -> vocab`` linear with a bias, into which the final norm was folded."""
+        super().build_output_projection(cfg, dictionary, embed_tokens)
+        if getattr(cfg, "fused_output_projection", False):
+            self.output_projection = nn.Linear(self.output_embed_dim, len(dictionary), bias=True)
 
     def extract_features(
         self,

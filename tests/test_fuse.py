@@ -1,0 +1,214 @@
+"""un-fuse: folding every offline norm into the next linear layers (spec, "Folding an offline
+layer"), its refusals, its command, and fused checkpoints through the real fairseq-generate."""
+
+import copy
+import re
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+import un_fairseq  # noqa: F401  (registers the models, allows fairseq checkpoint types)
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq_fixtures import REPO, TINY_MODEL, generate, preprocess, run, write_toy_corpus
+from un_fairseq import fuse
+from un_fairseq.checkpoint_io import load_checkpoint
+from un_fairseq.modules import NoNorm, OFFLINE_NORM_TYPES, PaddingAwareNorm
+
+NORM_FLAGS = ["--un-warmup", "2", "--un-window", "2", "--mabn-warmup", "2", "--mabn-window", "2",
+              "--pn-warmup", "2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_corpus(root / "text")
+    return preprocess(root / "text", root / "bin")
+
+
+def build(data, *extra, arch=TINY_MODEL):
+    norm_flags = NORM_FLAGS if arch[1].startswith("transformer_un") else []
+    args = options.parse_args_and_arch(
+        options.get_training_parser(),
+        [str(data), "--user-dir", "un_fairseq", *arch, "--cpu", "--dropout", "0", *norm_flags, *extra])
+    task = tasks.setup_task(args)
+    task.load_dataset("train")
+    return args, task, task.build_model(args)
+
+
+def batches(task, size=16):
+    dataset = task.dataset("train")
+    return [dataset.collater([dataset[i] for i in range(start, start + size)]) for start in range(0, 400, size)]
+
+
+def train_steps(model, task, steps, lr=3e-3, seed=0):
+    """Adam on token cross-entropy: moves the weights and every running statistic."""
+    torch.manual_seed(seed)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    data = batches(task)
+    for step in range(steps):
+        batch = data[step % len(data)]
+        out = model(**batch["net_input"])
+        lprobs = model.get_normalized_probs(out, log_probs=True)
+        loss = nn.functional.nll_loss(lprobs.view(-1, lprobs.size(-1)), batch["target"].view(-1),
+                                      ignore_index=task.target_dictionary.pad())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def outputs(model, batch):
+    """Encoder output after the final encoder norm (T x B x C) and decoder log-probs."""
+    with torch.no_grad():
+        net = batch["net_input"]
+        enc = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+        dec = model.decoder(net["prev_output_tokens"], encoder_out=enc)
+        return enc["encoder_out"][0], model.get_normalized_probs(dec, log_probs=True)
+
+
+def save_checkpoint(args, model, path):
+    """What fairseq-train stores: the cfg as a container and the model's state dict."""
+    cfg = OmegaConf.to_container(convert_namespace_to_omegaconf(args))
+    torch.save({"args": None, "cfg": cfg, "model": model.state_dict(),
+                "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "Adam",
+                                       "lr_scheduler_state": {}, "num_updates": 0}],
+                "extra_state": {}, "last_optimizer_state": None}, path)
+    return path
+
+
+@pytest.mark.parametrize("norm", OFFLINE_NORM_TYPES + ("none",))
+def test_fused_model_computes_the_eval_model(data, norm):
+    args, task, model = build(data, "--norm-type", norm)
+    with torch.no_grad():  # non-trivial affine parameters, so that W b and W * a both matter
+        for m in model.modules():
+            if isinstance(m, PaddingAwareNorm):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+    train_steps(model, task, 6)
+    batch = batches(task)[3]
+    enc_ref, dec_ref = outputs(model, batch)
+    enc_affine = None if norm == "none" else model.encoder.layer_norm.inference_scale()
+
+    fused = fuse.fuse_model(copy.deepcopy(model))
+    enc, dec = outputs(fused, batch)
+    if enc_affine is not None:  # the final encoder norm now lives in the cross-attention
+        enc = enc * enc_affine[0] + enc_affine[1]
+    real = ~batch["net_input"]["src_tokens"].eq(task.source_dictionary.pad()).t()
+    torch.testing.assert_close(enc[real], enc_ref[real], rtol=1e-5, atol=1e-5)
+    tgt = batch["target"].ne(task.target_dictionary.pad())
+    torch.testing.assert_close(dec[tgt], dec_ref[tgt], rtol=1e-5, atol=1e-5)
+
+    norms = [m for m in fused.modules() if isinstance(m, (PaddingAwareNorm, nn.LayerNorm, NoNorm))]
+    assert norms and all(type(m) is NoNorm for m in norms)
+    out_proj = fused.decoder.output_projection
+    assert out_proj.bias is not None and out_proj.weight is not fused.decoder.embed_tokens.weight
+    if norm != "none":  # the norms mattered: dropping them without folding changes the output
+        dropped = copy.deepcopy(model)
+        for name, m in list(dropped.named_modules()):
+            if isinstance(m, PaddingAwareNorm):
+                owner, _, attr = name.rpartition(".")
+                setattr(dropped.get_submodule(owner), attr, NoNorm())
+        assert (outputs(dropped, batch)[1] - dec_ref)[tgt].abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms", "power"])
+def test_online_norms_are_refused_by_name(data, norm):
+    _, _, model = build(data, "--encoder-norm-type", "un", "--decoder-norm-type", norm)
+    with pytest.raises(ValueError) as err:
+        fuse.fuse_model(model)
+    message = str(err.value)
+    assert f"decoder.layers.0.self_attn_layer_norm ({norm})" in message
+    assert f"decoder.layer_norm ({norm})" in message
+    assert "encoder.layers" not in message
+    assert all(kind in message for kind in OFFLINE_NORM_TYPES)
+    assert type(model.encoder.layer_norm).__name__ == "UnifiedNorm"  # nothing was changed
+
+
+def test_other_models_are_refused(data, tmp_path):
+    args, _, model = build(data, arch=["--arch", "transformer", *TINY_MODEL[2:]])
+    with pytest.raises(ValueError, match="transformer_un"):
+        fuse.fuse_model(model)
+    ckpt = save_checkpoint(args, model, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="transformer_un"):
+        fuse.fuse_state(load_checkpoint(ckpt))
+
+
+def test_command_refuses_its_input_and_leaves_nothing_after_a_failure(data, tmp_path, capsys):
+    args, task, model = build(data, "--norm-type", "un")
+    ckpt = save_checkpoint(args, train_steps(model, task, 4), tmp_path / "un.pt")
+    before = ckpt.read_bytes()
+    assert fuse.main([str(ckpt), str(tmp_path / "." / "un.pt")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+
+    out = tmp_path / "fused.pt"
+    assert fuse.main([str(ckpt), str(out), "--data", str(data), "--tolerance", "1e-12"]) == 2
+    assert "verification failed" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["un.pt"]
+
+    args, task, model = build(data, "--norm-type", "layer")
+    online = save_checkpoint(args, model, tmp_path / "ln.pt")
+    assert fuse.main([str(online), str(out)]) == 2
+    assert "encoder.layers.0.self_attn_layer_norm (layer)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_console_command_help_lists_every_flag():
+    text = run(["un-fuse", "--help"]).stdout
+    for flag in ("--data", "--gen-subset", "--verify-batches", "--verify", "--no-verify", "--tolerance", "--seed"):
+        assert flag in text
+
+
+def _hypotheses(stdout):
+    """``{id: (tokens, score)}`` of fairseq-generate's H lines, and its BLEU line."""
+    hyps = {}
+    for line in stdout.splitlines():
+        if line.startswith("H-"):
+            key, score, text = line.split("\t")
+            hyps[key] = (text, float(score))
+    return hyps, re.search(r"BLEU4 = .*", stdout).group(0)
+
+
+def test_fused_checkpoint_generates_the_same_hypotheses(data, tmp_path, capsys):
+    args, task, model = build(data, "--norm-type", "un", "--share-all-embeddings")
+    ckpt = save_checkpoint(args, train_steps(model, task, 150), tmp_path / "un.pt")
+    out = tmp_path / "fused.pt"
+    assert fuse.main([str(ckpt), str(out), "--data", str(data)]) == 0  # un-fuse, in-process
+    printed = capsys.readouterr().out
+    assert "folded norms: 12 un" in printed and "largest difference" in printed
+    state = load_checkpoint(out)
+    assert state["cfg"]["model"].norm_type == "none" and state["cfg"]["model"].fused_output_projection
+    assert not any(k.endswith("running_var") for k in state["model"])
+
+    plain_hyps, plain_bleu = _hypotheses(generate(data, ckpt, "--gen-subset", "test").stdout)
+    fused_hyps, fused_bleu = _hypotheses(generate(data, out, "--gen-subset", "test").stdout)
+    assert len(plain_hyps) == 40 and len({text for text, _ in plain_hyps.values()}) > 10
+    assert {k: t for k, (t, _) in fused_hyps.items()} == {k: t for k, (t, _) in plain_hyps.items()}
+    assert all(abs(fused_hyps[k][1] - s) < 1e-4 for k, (_, s) in plain_hyps.items())
+    assert fused_bleu == plain_bleu
+
+
+@pytest.mark.parametrize("script", ["benchmark_inference.py", "benchmark_training.py"])
+def test_benchmarks_run_in_smoke_mode(tmp_path, script):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--smoke", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {p.suffix for p in tmp_path.iterdir()}
+    assert {".json", ".md"} <= names
+    if script == "benchmark_inference.py":
+        assert ".png" in names
