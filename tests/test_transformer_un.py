@@ -174,6 +174,18 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+def test_checkpoint_with_eval_bleu_counts_loads(tmp_path):
+    """--eval-bleu stores its n-gram counts as numpy arrays in the checkpoint's metrics."""
+    import numpy as np
+
+    path = tmp_path / "bleu.pt"
+    counts = np.array([12, 7, 3, 1], dtype=np.int64)
+    torch.save({"args": None, "cfg": None, "model": {"w": torch.zeros(1)},
+                "extra_state": {"metrics": {"valid": {"_bleu_counts_": counts}}}}, path)
+    state = torch.load(path, map_location="cpu", weights_only=True)  # fairseq's load, minus its upgrades
+    assert np.array_equal(state["extra_state"]["metrics"]["valid"]["_bleu_counts_"], counts)
+
+
 def test_malicious_checkpoint_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
