@@ -1,0 +1,328 @@
+"""The reproduction pipeline (configs/, scripts/train.sh, evaluate.sh, reproduce-table*.sh,
+un_fairseq/reproduce): table aggregation on synthetic run folders, divergence detection on
+synthetic fairseq logs, FAIL marking with a stand-in for fairseq-train, every script's --help and
+errors, and one real smoke sweep through fairseq on the toy corpus (then its resume)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fairseq_fixtures import REPO, preprocess, write_toy_corpus
+from un_fairseq.reproduce import config, evaluate, logs, tables, train
+from un_fairseq.reproduce.norms import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
+
+SCRIPTS = ["train.sh", "evaluate.sh", "reproduce-table1.sh", "reproduce-table9.sh", "reproduce-table10.sh"]
+ENV = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore")
+
+
+def script(name, *args, check=False, timeout=300):
+    proc = subprocess.run(["bash", str(REPO / "scripts" / name), *map(str, args)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+# ---------------------------------------------------------------- names and configs
+
+
+def test_norm_names_match_the_package():
+    from un_fairseq.models.norm_args import NORM_DEFAULTS
+    from un_fairseq import modules
+
+    assert NORM_TYPES == modules.NORM_TYPES
+    assert OFFLINE_NORM_TYPES == modules.OFFLINE_NORM_TYPES
+    assert UN_DEFAULT_MOMENTUM == NORM_DEFAULTS["un_momentum"]
+    assert sorted(tables.TABLE1_ORDER) == sorted(NORM_TYPES)
+
+
+def test_iwslt14_profile_is_the_authors_recipe():
+    p = config.load_profile("iwslt14")
+    flags = p.training_flags()
+    v = lambda name: config.flag_value(flags, name)  # noqa: E731
+    assert v("--arch") == "transformer_un_iwslt_de_en" and "--share-all-embeddings" in flags
+    assert v("--adam-betas") == "(0.9, 0.98)" and v("--optimizer") == "adam"
+    assert float(v("--lr")) == 7e-4 and v("--lr-scheduler") == "inverse_sqrt"
+    assert v("--warmup-updates") == "6000" and float(v("--warmup-init-lr")) == 1e-7
+    assert v("--max-update") == "100000"
+    assert float(v("--dropout")) == 0.3 and float(v("--attention-dropout")) == 0.1
+    assert float(v("--activation-dropout")) == 0.1 and float(v("--weight-decay")) == 1e-4
+    assert float(v("--label-smoothing")) == 0.1 and v("--max-tokens") == "4096"
+    assert v("--un-window") == "4" and v("--un-warmup") == "4000"
+    assert v("--pn-warmup") is None  # defaults to --warmup-updates in norm_args
+    assert p.seeds == [1, 2, 3, 4, 5] and p.avg_checkpoints == 10
+    assert config.flag_value(p.gen_flags, "--beam") == "5"
+
+
+def test_every_config_loads_and_bash_sees_the_same_arrays():
+    for name in config.available():
+        p = config.load_profile(name)
+        assert p.model_flags and p.train_flags and p.seeds, name
+        # bash itself: the same number of TRAIN_FLAGS and the same last flag
+        out = subprocess.run(["bash", "-c", f'source "{p.path}"; echo "${{#TRAIN_FLAGS[@]}}"; '
+                              'echo "${TRAIN_FLAGS[-1]}"'], capture_output=True, text=True).stdout.split("\n")
+        assert int(out[0]) == len(p.train_flags) and out[1] == p.train_flags[-1]
+    for name in ("iwslt14", "wmt14", "multi30k", "toy"):
+        d = config.load_dataset(name)
+        assert d.src and d.tgt
+    assert config.load_dataset("multi30k").remove_bpe == "sentencepiece"
+    assert config.load_dataset("iwslt14").remove_bpe == "@@ "
+    with pytest.raises(config.ConfigError, match="unknown profile 'nope'"):
+        config.load_profile("nope")
+
+
+# ---------------------------------------------------------------- divergence on synthetic logs
+
+
+def jline(kind, **stats):
+    return f"2026-01-01 00:00:00 | INFO | {kind} | " + json.dumps({k: str(v) for k, v in stats.items()})
+
+
+def test_divergence_detection_on_synthetic_logs():
+    healthy = "\n".join(jline("train_inner", loss=l, num_updates=u)
+                        for u, l in [(10, 13.5), (20, 11.0), (30, 8.0), (40, 6.1), (50, 6.4)])
+    assert logs.divergence(healthy) is None
+    nan = healthy + "\n" + jline("train_inner", loss="nan", num_updates=60)
+    assert "non-finite training loss (nan) at update 60" == logs.divergence(nan)
+    inf = healthy + "\n" + jline("train_inner", loss="inf", num_updates=60)
+    assert "non-finite" in logs.divergence(inf)
+    exploded = healthy + "\n" + jline("train_inner", loss=12.5, num_updates=60)
+    reason = logs.divergence(exploded)
+    assert "exploded to 12.5 at update 60" in reason and "lowest before: 6.1" in reason
+    assert logs.divergence(exploded, explode_ratio=2.5) is None  # 12.5 < 2.5 x 6.1
+    crash = healthy + "\nTraceback (most recent call last):\nFloatingPointError: gradients are Nan/Inf\n"
+    assert "FloatingPointError" in logs.divergence(crash)
+    # fairseq's 'simple' log format
+    simple = ("2026-01-01 | INFO | train_inner | epoch 001:     10 / 130 loss=7.5, nll_loss=7.1, num_updates=10\n"
+              "2026-01-01 | INFO | train_inner | epoch 001:     20 / 130 loss=16.2, nll_loss=16, num_updates=20\n")
+    assert "exploded to 16.2 at update 20" in logs.divergence(simple)
+
+
+def test_curves_read_valid_bleu_and_keep_the_last_value_of_a_resumed_update():
+    text = "\n".join([
+        jline("train_inner", loss=9.0, num_updates=10),
+        jline("valid", epoch=1, valid_loss=8.0, valid_bleu=3.5, valid_num_updates=10),
+        jline("train_inner", loss=7.0, num_updates=20),
+        "### resumed",
+        jline("train_inner", loss=6.5, num_updates=20),
+    ])
+    c = logs.curves(text)
+    assert c == {"train_loss": [(10, 9.0), (20, 6.5)], "valid_loss": [(10, 8.0)], "valid_bleu": [(10, 3.5)]}
+
+
+# ---------------------------------------------------------------- tables from synthetic run folders
+
+
+def make_run(root, variant, seed, status, bleu=None, sacre=None):
+    folder = root / variant / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "train.json").write_text(json.dumps(
+        {"status": status, "reason": "training loss exploded" if status == "FAIL" else None}))
+    if bleu is not None:
+        (folder / "eval.json").write_text(json.dumps(
+            {"bleu": bleu, "sacrebleu": sacre, "sacrebleu_signature": "nrefs:1|case:lc|tok:13a"}))
+
+
+def test_table1_aggregation_with_fail_and_pending_runs(tmp_path):
+    for seed, b in zip((1, 2, 3), (30.0, 31.0, 32.0)):
+        make_run(tmp_path, "layer", seed, "done", b, b - 1)
+    for seed in (1, 2, 3):
+        make_run(tmp_path, "batch", seed, "FAIL")
+    make_run(tmp_path, "un", 1, "FAIL")
+    make_run(tmp_path, "un", 2, "done", 31.5, 30.0)
+    make_run(tmp_path, "un", 3, "done", 32.5, 31.0)
+    make_run(tmp_path, "power", 1, "done", 29.0, 28.0)
+    make_run(tmp_path, "power", 2, "running")  # interrupted: neither counted nor failed
+    text = tables.build("1", tmp_path, [1, 2, 3], ["layer", "batch", "power", "un", "rms"])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["Method"] == "| Method | Offline | BLEU (tok.) | Δ vs LN | sacreBLEU | runs |"
+    assert rows["LN"] == "| LN | ✗ | 31.00 ± 1.00 | 0.00 | 30.00 ± 1.00 | 3 ok |"
+    assert rows["BN"] == "| BN | ✓ | FAIL | FAIL | FAIL | 0 ok, 3 FAIL |"
+    assert rows["UN"] == ("| UN | ✓ | 32.00 ± 0.71 (1/3 FAIL) | +1.00 | 30.50 ± 0.71 (1/3 FAIL) "
+                          "| 2 ok, 1 FAIL |")
+    assert rows["PN"] == ("| PN | ✗ | 29.00 ± – (2/3 pending) | -2.00 | 28.00 ± – (2/3 pending) "
+                          "| 1 ok, 2 pending |")
+    assert rows["RMSNorm"] == "| RMSNorm | ✗ | – | – | – | 0 ok, 3 pending |"
+    # rows in the paper's order whatever order was asked, failures listed under the table
+    order = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines() if line.startswith("| ")][1:]
+    assert order == ["LN", "RMSNorm", "BN", "PN", "UN"]
+    assert text.count("FAIL: batch seed") == 3 and "FAIL: un seed 1: training loss exploded" in text
+    assert "sacreBLEU signature: `nrefs:1|case:lc|tok:13a`" in text
+
+
+def test_table9_and_table10_rows_and_reference(tmp_path):
+    t9 = {v.key: v for v in tables.table9_variants()}
+    assert t9["un"].flags == [] and t9["un-no-fp-gm"].flags == ["--un-no-fp-gm"]
+    assert t9["un-no-bp-am"].flags == ["--un-no-bp-sma"] and t9["un-no-bp-alpha"].flags == ["--un-no-bp-ema"]
+    assert t9["un-none"].flags == ["--un-no-fp-gm", "--un-no-bp-sma", "--un-no-bp-ema"]
+    t10 = tables.table10_variants()
+    assert [v.key for v in t10] == ["un", "un-m0.8", "un-m0.7", "un-m0.6"]
+    assert t10[1].flags == ["--un-momentum", "0.8"]
+    make_run(tmp_path, "un", 1, "done", 34.0)
+    make_run(tmp_path, "un-m0.8", 1, "done", 33.5)
+    text = tables.build("10", tmp_path, [1])
+    assert "| UN, α = 0.8 | 0.8 | 33.50 ± – | -0.50 |" in text
+    text9 = tables.build("9", tmp_path, [1], ["un", "un-no-fp-gm"])
+    assert "| Method | FP GM | BP AM | BP α | BLEU (tok.) | Δ vs UN |" in text9
+    assert "| UN w/o FP GM | ✗ | ✓ | ✓ | – | – |" in text9
+    with pytest.raises(ValueError, match="unknown norm"):
+        tables.table1_variants(["layer", "ln"])
+
+
+# ---------------------------------------------------------------- evaluation parsing
+
+
+def test_parse_generate_and_references(tmp_path):
+    out = textwrap.dedent("""\
+        S-1\tein hund
+        T-1\ta dog
+        H-1\t-0.3\ta dog
+        D-1\t-0.3\ta dog
+        S-0\tzwei katzen
+        T-0\ttwo cats .
+        H-0\t-0.2\ttwo cats
+        Generate test with beam=5: BLEU4 = 41.23, 80.0/50.0/33.3/25.0 (BP=0.8, ratio=0.8, syslen=4, reflen=5)
+        """)
+    bleu, line, hyps, refs = evaluate.parse_generate(out)
+    assert bleu == 41.23 and line.startswith("Generate test with beam=5: BLEU4 = 41.23")
+    assert hyps == ["two cats", "a dog"] and refs == ["two cats .", "a dog"]
+    sgm = tmp_path / "ref.sgm"
+    sgm.write_text('<refset>\n<doc>\n<seg id="1">L&apos;homme est là.</seg>\n<seg id="2">Oui</seg>\n</doc>\n')
+    assert evaluate.read_reference(sgm) == ["L'homme est là.", "Oui"]
+    hyp = ["two black cats are sitting on the wall .", "a dog runs , and it jumps ."]
+    ref = ["Two black cats are sitting on the wall.", "A dog runs, and it jumps."]
+    score, sig = evaluate.sacrebleu_score(hyp, ref, "en", True, raw_reference=True)
+    assert score == 100.0 and "case:lc" in sig  # detokenised and lowercased: identical
+    score, sig = evaluate.sacrebleu_score(hyp, ref, "en", False, raw_reference=True)
+    assert score < 100.0 and "case:mixed" in sig
+
+
+# ---------------------------------------------------------------- FAIL marking, with a stand-in fairseq-train
+
+
+FAKE_TRAIN = """
+import json, sys, time
+losses = {losses}
+for i, loss in enumerate(losses):
+    print("x | INFO | train_inner | " + json.dumps({{"loss": str(loss), "num_updates": str(10 * (i + 1))}}), flush=True)
+{tail}
+"""
+
+
+def fake_fairseq(monkeypatch, tmp_path, losses, tail="time.sleep(0)"):
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN.format(losses=losses, tail=tail))
+    monkeypatch.setattr(train, "fairseq_command", lambda name: [sys.executable, str(fake)])
+    data = tmp_path / "bin"
+    data.mkdir(exist_ok=True)
+    (data / "dict.src.txt").write_text("a 1\n")
+    (data / "train.src-tgt.src.bin").write_text("")
+    return data
+
+
+def test_training_is_stopped_and_marked_fail_when_the_loss_explodes(monkeypatch, tmp_path):
+    # after the explosion the fake would sleep 60 s: the monitor must stop it at once
+    data = fake_fairseq(monkeypatch, tmp_path, [12.0, 8.0, 5.0, 11.0, 9.0], tail="time.sleep(60)")
+    profile, dataset = config.load_profile("smoke"), config.load_dataset("toy")
+    out = tmp_path / "run"
+    state = train.run_training(profile, dataset, "batch", 1, data, out, quiet=True)
+    assert state["status"] == "FAIL" and "exploded to 11 at update 40" in state["reason"]
+    assert state["wall_s"] < 30
+    assert json.loads((out / "train.json").read_text())["status"] == "FAIL"
+    # a FAIL run is final: not trained again
+    monkeypatch.setattr(train, "fairseq_command", lambda name: pytest.fail("retrained a FAIL run"))
+    assert train.run_training(profile, dataset, "batch", 1, data, out, quiet=True)["status"] == "FAIL"
+    # --force (--retry-failed) starts over: no old checkpoint to resume from, the old log kept
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "checkpoint_last.pt").write_text("diverged")
+    fake_fairseq(monkeypatch, tmp_path, [12.0, 8.0, 5.0])
+    state = train.run_training(profile, dataset, "batch", 1, data, out, force=True, quiet=True)
+    assert state["status"] == "done" and not (out / "checkpoints" / "checkpoint_last.pt").exists()
+    previous = (out / "train.log.previous").read_text()
+    assert previous.count("### ") == 1 and '"loss": "11.0"' in previous
+    assert (out / "train.log").read_text().count("### ") == 1
+
+
+def test_fairseq_nan_exit_is_fail_but_other_crashes_are_errors(monkeypatch, tmp_path):
+    profile, dataset = config.load_profile("smoke"), config.load_dataset("toy")
+    data = fake_fairseq(monkeypatch, tmp_path, [9.0, 7.0],
+                        tail="print('FloatingPointError: gradients are Nan/Inf'); sys.exit(1)")
+    state = train.run_training(profile, dataset, "un", 1, data, tmp_path / "nan", quiet=True)
+    assert state["status"] == "FAIL" and "FloatingPointError" in state["reason"]
+    fake_fairseq(monkeypatch, tmp_path, [9.0], tail="print('error: unrecognized arguments'); sys.exit(2)")
+    state = train.run_training(profile, dataset, "un", 1, data, tmp_path / "crash", quiet=True)
+    assert state["status"] == "error" and "status 2" in state["reason"]
+    fake_fairseq(monkeypatch, tmp_path, [9.0, 7.0, 6.0])
+    state = train.run_training(profile, dataset, "un", 1, data, tmp_path / "crash", quiet=True)
+    assert state["status"] == "done" and state["num_updates"] == 30 and state["last_train_loss"] == 6.0
+
+
+# ---------------------------------------------------------------- the scripts
+
+
+def test_every_script_has_help():
+    expected = {
+        "train.sh": ["--profile", "--norm", "--seed", "--data", "--out", "--dataset", "--force"],
+        "evaluate.sh": ["--run", "--num-checkpoints", "--sacrebleu-ref", "--subset"],
+        "reproduce-table1.sh": ["--scale", "--dataset", "--norms", "--seeds", "--figure", "--runs"],
+        "reproduce-table9.sh": ["--scale", "--variants", "--seeds"],
+        "reproduce-table10.sh": ["--scale", "--momenta", "--seeds"],
+    }
+    for name in SCRIPTS:
+        proc = script(name, "--help")
+        assert proc.returncode == 0, (name, proc.stderr)
+        for flag in expected[name]:
+            assert flag in proc.stdout, (name, flag)
+
+
+def test_scripts_name_missing_inputs_and_bad_values(tmp_path):
+    proc = script("train.sh", "--profile", "smoke", "--norm", "un", "--seed", "1",
+                  "--data", tmp_path / "nowhere", "--out", tmp_path / "run")
+    assert proc.returncode == 2 and f"data folder not found: {tmp_path / 'nowhere'}" in proc.stderr
+    proc = script("train.sh", "--profile", "smoke", "--norm", "ln", "--seed", "1", "--out", tmp_path)
+    assert proc.returncode != 0 and "'ln' is not one of" in proc.stderr
+    proc = script("train.sh", "--profile", "tiny", "--norm", "un", "--seed", "1", "--out", tmp_path)
+    assert proc.returncode == 2 and "unknown profile 'tiny'" in proc.stderr
+    proc = script("reproduce-table1.sh", "--scale", "full", "--dataset", "multi30k")
+    assert proc.returncode != 0 and "no profile for --dataset multi30k" in proc.stderr
+    proc = script("reproduce-table1.sh", "--scale", "huge")
+    assert proc.returncode != 0 and "invalid choice: 'huge'" in proc.stderr
+    proc = script("evaluate.sh", "--run", tmp_path / "none", "--profile", "smoke", "--dataset", "toy",
+                  "--data", tmp_path)
+    assert proc.returncode == 2 and "run folder not found" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def toy_bin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy-reproduce")
+    write_toy_corpus(root / "text")
+    return preprocess(root / "text", root / "bin")
+
+
+def test_smoke_sweep_then_resume(toy_bin, tmp_path):
+    runs, table, figure = tmp_path / "runs", tmp_path / "t1.md", tmp_path / "f1.png"
+    args = ["--scale", "smoke", "--dataset", "toy", "--data", toy_bin, "--runs", runs, "--norms", "un",
+            "--output", table, "--figure", figure]
+    first = script("reproduce-table1.sh", *args, check=True)
+    assert "[1/1] UN (un) seed 1" in first.stdout and "done, 1 updates" in first.stdout
+    run = runs / "un" / "seed1"
+    state = json.loads((run / "train.json").read_text())
+    assert state["status"] == "done" and state["num_updates"] == 1
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["num_checkpoints"] == 1 and ev["sentences"] == 40 and 0 <= ev["bleu"] <= 100
+    text = table.read_text()
+    assert f"| UN | ✓ | {ev['bleu']:.2f} ± – | – | {ev['sacrebleu']:.2f} ± – | 1 ok |" in text
+    assert figure.exists() and figure.with_suffix(".csv").read_text().count("un,1,train_loss,1,") == 1
+    assert json.loads(table.with_name("t1-runs.json").read_text())[0]["status"] == "ok"
+    ckpt_mtime = (run / "checkpoints" / "checkpoint_last.pt").stat().st_mtime
+    # the re-run resumes: nothing is trained or evaluated again
+    second = script("reproduce-table1.sh", *args, check=True)
+    assert "already done (finished), not retrained" in second.stdout
+    assert "already evaluated" in second.stdout
+    assert (run / "checkpoints" / "checkpoint_last.pt").stat().st_mtime == ckpt_mtime
+    assert (run / "train.log").read_text().count("### ") == 1
+    assert table.read_text() == text

@@ -1,0 +1,221 @@
+"""Evaluate one training run as the paper does: average the last epoch checkpoints, beam search,
+tokenised BLEU (fairseq-generate's BLEU4 on the tokenised text, multi-bleu style), plus
+detokenised sacreBLEU with its signature.
+
+    scripts/evaluate.sh --run work/runs/un/seed1 --data work/m30k/bin --dataset multi30k \
+        [--profile mini] [--num-checkpoints N] [--subset test] [--sacrebleu-ref FILE] [--force]
+
+Steps, each printed:
+1. ``un-average-checkpoints`` over the N newest ``checkpointE.pt`` of ``RUN/checkpoints``
+   (N = the profile's AVG_CHECKPOINTS, 10 for the paper's profiles; fewer when fewer exist;
+   ``checkpoint_last.pt`` alone when there is no epoch checkpoint) -> ``RUN/avg.pt``;
+2. ``fairseq-generate`` with the profile's GEN_FLAGS (beam 5) and the dataset's ``--remove-bpe``
+   (``sentencepiece`` or subword-nmt's ``@@ ``) -> ``RUN/generate-SUBSET.txt``; its ``BLEU4``
+   is the tokenised BLEU the paper reports;
+3. sacreBLEU: hypotheses detokenised with sacremoses (Moses detokenizer, target language)
+   against the dataset's raw reference (``SACREBLEU_REF``, text, .gz or .sgm), or, if it has none,
+   against fairseq's detokenised ``T-`` lines; lowercased if the dataset is (``LOWERCASE=1``).
+
+Writes ``RUN/eval.json``. A run whose eval.json is newer than its checkpoints is not evaluated
+again unless ``--force``.
+"""
+
+import argparse
+import gzip
+import html
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+
+
+from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
+from .train import check_data, fairseq_command, cuda_available, read_json, resolve_data, write_json
+
+_BLEU = re.compile(r"Generate (\S+) with beam=(\d+): BLEU4 = ([\d.]+)")
+_EPOCH_CKPT = re.compile(r"checkpoint(\d+)\.pt$")
+
+
+def checkpoint_dir(run: Path) -> Path:
+    sub = run / "checkpoints"
+    return sub if sub.is_dir() else run
+
+
+def epoch_checkpoints(folder: Path) -> List[Path]:
+    """``checkpointE.pt`` files, oldest epoch first."""
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _EPOCH_CKPT.match(p.name)))
+    return [p for _, p in found]
+
+
+def parse_generate(text: str) -> Tuple[Optional[float], str, List[str], List[str]]:
+    """(BLEU4, the BLEU line, hypotheses, references) of fairseq-generate's output, in id order."""
+    hyps: Dict[int, str] = {}
+    refs: Dict[int, str] = {}
+    for line in text.splitlines():
+        if line.startswith("H-"):
+            head, _score, *rest = line.split("\t", 2) + [""]
+            hyps[int(head[2:])] = rest[0] if rest else ""
+        elif line.startswith("T-"):
+            head, *rest = line.split("\t", 1) + [""]
+            refs[int(head[2:])] = rest[0]
+    m = _BLEU.search(text)
+    bleu = float(m.group(3)) if m else None
+    line = text[m.start():].splitlines()[0] if m else ""
+    ids = sorted(hyps)
+    return bleu, line, [hyps[i] for i in ids], [refs.get(i, "") for i in ids]
+
+
+def read_reference(path: Path) -> List[str]:
+    """Plain text, gzip'd text or WMT .sgm (the ``<seg>`` contents) as a list of lines."""
+    if not path.is_file():
+        raise FileNotFoundError(f"sacreBLEU reference not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    if path.suffix == ".sgm" or path.name.endswith(".sgm.gz"):
+        return [html.unescape(s.strip()) for s in re.findall(r"<seg[^>]*>(.*?)</seg>", text)]
+    return text.rstrip("\n").split("\n")
+
+
+def sacrebleu_score(hyps: List[str], refs: List[str], lang: str, lowercase: bool,
+                    raw_reference: bool) -> Tuple[float, str]:
+    """Detokenised sacreBLEU of tokenised hypotheses (and references unless ``raw_reference``)."""
+    import sacrebleu
+    from sacremoses import MosesDetokenizer
+
+    detok = MosesDetokenizer(lang=lang)
+    detok_hyps = [detok.detokenize(h.split()) for h in hyps]
+    if not raw_reference:
+        refs = [detok.detokenize(r.split()) for r in refs]
+    metric = sacrebleu.metrics.BLEU(lowercase=lowercase)
+    score = metric.corpus_score(detok_hyps, [refs])
+    return round(score.score, 2), str(metric.get_signature())
+
+
+def run_cmd(cmd: List[str], log: Path) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+        raise RuntimeError(f"{cmd[2] if len(cmd) > 2 else cmd[0]} failed with status {proc.returncode} (see {log}):\n{tail}")
+    return proc.stdout
+
+
+def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], num_checkpoints: int,
+                 subset: str = "test", sacrebleu_ref: Optional[str] = None, force: bool = False,
+                 quiet: bool = False) -> dict:
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if num_checkpoints < 1:
+        raise ValueError(f"--num-checkpoints must be >= 1, got {num_checkpoints}")
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder not found: {run}")
+    run, data = run.resolve(), Path(data).resolve()  # fairseq runs from the repository root
+    check_data(data, dataset)
+    ckdir = checkpoint_dir(run)
+    epochs = epoch_checkpoints(ckdir)
+    last = ckdir / "checkpoint_last.pt"
+    if not epochs and not last.exists():
+        raise FileNotFoundError(f"{ckdir} holds no checkpointE.pt and no checkpoint_last.pt: train first")
+    newest = max(p.stat().st_mtime for p in epochs + ([last] if last.exists() else []))
+    eval_path = run / "eval.json"
+    done = read_json(eval_path)
+    if done and not force and done.get("subset") == subset and eval_path.stat().st_mtime >= newest:
+        say(f"{run}: already evaluated (BLEU {done.get('bleu')}), not redone")
+        return done
+    started = time.time()
+    avg = run / "avg.pt"
+    if epochs:
+        n = min(num_checkpoints, len(epochs))
+        used = epochs[-n:]
+        note = "" if n == num_checkpoints else f" (only {len(epochs)} epoch checkpoints exist)"
+        say(f"{run}: averaging the last {n} epoch checkpoints{note}: {', '.join(p.name for p in used)}")
+        if last.exists() and last.stat().st_mtime > epochs[-1].stat().st_mtime + 1:
+            say(f"  note: training went on after {epochs[-1].name} (it stopped inside an epoch); as in "
+                f"fairseq's recipes, only epoch checkpoints are averaged")
+        run_cmd([*fairseq_command("un-average-checkpoints"), "--inputs", str(ckdir),
+                 "--num-epoch-checkpoints", str(n), "--output", str(avg)], run / "average.log")
+        model = avg
+    else:
+        used = [last]
+        say(f"{run}: no epoch checkpoint (training stopped inside epoch 1); using {last.name}")
+        model = last
+    cmd = [*fairseq_command("fairseq-generate"), str(data), "--user-dir", str(REPO / "un_fairseq"),
+           "--path", str(model), "--gen-subset", subset, *gen_flags]
+    if dataset.remove_bpe:
+        cmd += ["--remove-bpe", dataset.remove_bpe]
+    if not cuda_available():
+        cmd.append("--cpu")
+    say(f"{run}: {shlex.join(cmd)}")
+    out = run_cmd(cmd, run / f"generate-{subset}.txt")
+    bleu, bleu_line, hyps, refs = parse_generate(out)
+    if bleu is None:
+        raise RuntimeError(f"no BLEU4 line in {run / f'generate-{subset}.txt'}")
+    ref_file = sacrebleu_ref if sacrebleu_ref is not None else (dataset.sacrebleu_ref if subset == "test" else "")
+    if ref_file:
+        raw_refs = read_reference(Path(ref_file))
+        if len(raw_refs) != len(hyps):
+            raise ValueError(f"sacreBLEU reference {ref_file} has {len(raw_refs)} lines, "
+                             f"fairseq-generate produced {len(hyps)} hypotheses")
+        sb, sig = sacrebleu_score(hyps, raw_refs, dataset.tgt, dataset.lowercase, raw_reference=True)
+    else:
+        sb, sig = sacrebleu_score(hyps, refs, dataset.tgt, dataset.lowercase, raw_reference=False)
+    result = dict(
+        bleu=bleu, bleu_line=bleu_line, sacrebleu=sb, sacrebleu_signature=sig,
+        sacrebleu_reference=ref_file or "detokenised fairseq T- lines", subset=subset,
+        num_checkpoints=len(used), checkpoints=[p.name for p in used], sentences=len(hyps),
+        dataset=dataset.name, wall_s=round(time.time() - started, 1),
+    )
+    write_json(eval_path, result)
+    say(f"{run}: tokenised BLEU4 {bleu:.2f} | sacreBLEU {sb:.2f} ({sig}) | {len(hyps)} sentences, "
+        f"{result['wall_s']:.0f} s")
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/evaluate.sh", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder of scripts/train.sh (holds checkpoints/)")
+    p.add_argument("--data", help="binarized data folder (default: the dataset's DATA_DIR)")
+    p.add_argument("--dataset", help="configs/dataset-NAME.sh (default: from RUN/train.json or the profile)")
+    p.add_argument("--profile", help="configs/PROFILE.sh for GEN_FLAGS and AVG_CHECKPOINTS "
+                                     "(default: from RUN/train.json)")
+    p.add_argument("--num-checkpoints", type=int, metavar="N",
+                   help="average the N newest epoch checkpoints (default: the profile's AVG_CHECKPOINTS)")
+    p.add_argument("--subset", default="test", help="fairseq --gen-subset (default: test)")
+    p.add_argument("--sacrebleu-ref", metavar="FILE",
+                   help="raw reference for sacreBLEU (default: the dataset's SACREBLEU_REF; '' = detokenised T- lines)")
+    p.add_argument("--force", action="store_true", help="evaluate again even if eval.json is up to date")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    info = read_json(run / "train.json") or {}
+    try:
+        profile_name = args.profile or info.get("profile")
+        if not profile_name:
+            p.error(f"--profile is required ({run / 'train.json'} does not name one)")
+        profile = load_profile(profile_name)
+        dataset = load_dataset(args.dataset or info.get("dataset") or profile.dataset
+                               or p.error("--dataset is required"))
+        data = resolve_data(args.data or info.get("data"), dataset)
+        evaluate_run(run, data, dataset, profile.gen_flags,
+                     args.num_checkpoints or profile.avg_checkpoints, args.subset,
+                     args.sacrebleu_ref, args.force)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"evaluate.sh: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"evaluate.sh: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Aggregate run folders into the paper's tables (markdown): mean ± std over seeds, FAIL runs,
+and the difference to the reference row (LN in Table 1, full UN in Table 9, alpha=0.9 in Table 10).
+
+A run folder is ``ROOT/VARIANT/seedS`` with ``train.json`` (from :mod:`.train`) and
+``eval.json`` (from :mod:`.evaluate`).
+
+    python -m un_fairseq.reproduce.tables --table 1 --runs work/runs/mini-multi30k \
+        --seeds 1 --out results/mini-table1.md
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .logs import final_updates
+from .norms import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
+
+NORM_LABELS = {
+    "layer": "LN", "rms": "RMSNorm", "none": "no norm", "batch": "BN", "mabn": "MABN",
+    "power": "PN", "power_noscale": "PN* (no layer-scale)", "un": "UN",
+}
+#: Table 1 row order: online (per-token) norms first, then the batch-statistics ones.
+TABLE1_ORDER = ("layer", "rms", "none", "batch", "mabn", "power", "power_noscale", "un")
+
+
+@dataclass
+class Variant:
+    """One row: a run-folder name, its label, the --norm-type and extra fairseq flags."""
+    key: str
+    label: str
+    norm: str
+    flags: List[str] = field(default_factory=list)
+    columns: Dict[str, str] = field(default_factory=dict)  # extra table columns (e.g. check marks)
+
+
+def table1_variants(norms: Optional[Sequence[str]] = None) -> List[Variant]:
+    norms = list(norms) if norms else list(TABLE1_ORDER)
+    bad = [n for n in norms if n not in NORM_TYPES]
+    if bad:
+        raise ValueError(f"unknown norm(s) {', '.join(bad)}: choose from {', '.join(NORM_TYPES)}")
+    return [Variant(n, NORM_LABELS[n], n, [],
+                    {"Offline": "✓" if n in OFFLINE_NORM_TYPES else "✗"}) for n in norms]
+
+
+def in_table_order(variants: Sequence[Variant]) -> List[Variant]:
+    """Table 1's rows in the paper's order whatever order they were trained in."""
+    rank = {n: i for i, n in enumerate(TABLE1_ORDER)}
+    return sorted(variants, key=lambda v: rank.get(v.key, len(rank)))
+
+
+ABLATIONS = {  # key: (FP GM, BP AM, BP alpha)
+    "un": (True, True, True),
+    "un-no-fp-gm": (False, True, True),
+    "un-no-bp-am": (True, False, True),
+    "un-no-bp-alpha": (True, True, False),
+    "un-no-bp": (True, False, False),
+    "un-none": (False, False, False),
+}
+ABLATION_LABELS = {
+    "un": "UN", "un-no-fp-gm": "UN w/o FP GM", "un-no-bp-am": "UN w/o BP AM",
+    "un-no-bp-alpha": "UN w/o BP α", "un-no-bp": "UN w/o BP AM, BP α", "un-none": "UN w/o all three",
+}
+
+
+def table9_variants(keys: Optional[Sequence[str]] = None) -> List[Variant]:
+    keys = list(keys) if keys else list(ABLATIONS)
+    bad = [k for k in keys if k not in ABLATIONS]
+    if bad:
+        raise ValueError(f"unknown ablation(s) {', '.join(bad)}: choose from {', '.join(ABLATIONS)}")
+    out = []
+    for key in keys:
+        gm, am, alpha = ABLATIONS[key]
+        flags = ([] if gm else ["--un-no-fp-gm"]) + ([] if am else ["--un-no-bp-sma"]) \
+            + ([] if alpha else ["--un-no-bp-ema"])
+        mark = lambda on: "✓" if on else "✗"  # noqa: E731
+        out.append(Variant(key, ABLATION_LABELS[key], "un", flags,
+                           {"FP GM": mark(gm), "BP AM": mark(am), "BP α": mark(alpha)}))
+    return out
+
+
+def table10_variants(momenta: Optional[Sequence[str]] = None) -> List[Variant]:
+    momenta = list(momenta) if momenta else ["0.9", "0.8", "0.7", "0.6"]
+    out = []
+    for m in momenta:
+        value = float(m)
+        if not 0 < value < 1:
+            raise ValueError(f"momentum {m} is not in (0, 1)")
+        # alpha = 0.9 is UN's default: that row is the plain UN run (shared with Tables 1 and 9)
+        default = value == UN_DEFAULT_MOMENTUM
+        out.append(Variant("un" if default else f"un-m{value:g}", f"UN, α = {value:g}", "un",
+                           [] if default else ["--un-momentum", f"{value:g}"], {"α": f"{value:g}"}))
+    return out
+
+
+@dataclass
+class RunResult:
+    variant: str
+    seed: int
+    status: str  # 'ok', 'FAIL', 'pending' (not trained / not evaluated yet), 'error'
+    bleu: Optional[float] = None
+    sacrebleu: Optional[float] = None
+    signature: str = ""
+    reason: str = ""
+    train_wall_s: Optional[float] = None
+    num_updates: Optional[int] = None
+
+
+def _read(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_run(folder: Path, variant: str, seed: int) -> RunResult:
+    train = _read(folder / "train.json") or {}
+    ev = _read(folder / "eval.json") or {}
+    status = train.get("status")
+    updates = train.get("num_updates")
+    if (folder / "train.log").exists():  # the log knows the final count (train.json: the last logged)
+        updates = final_updates((folder / "train.log").read_text(errors="replace")) or updates
+    common = dict(reason=train.get("reason") or "", train_wall_s=train.get("wall_s"),
+                  num_updates=updates)
+    if status == "FAIL":
+        return RunResult(variant, seed, "FAIL", **common)
+    if status == "done" and ev.get("bleu") is not None:
+        return RunResult(variant, seed, "ok", float(ev["bleu"]),
+                         None if ev.get("sacrebleu") is None else float(ev["sacrebleu"]),
+                         ev.get("sacrebleu_signature", ""), **common)
+    if status == "error":
+        return RunResult(variant, seed, "error", **common)
+    return RunResult(variant, seed, "pending", **common)
+
+
+def collect(root: Path, variants: Sequence[Variant], seeds: Sequence[int]) -> Dict[str, List[RunResult]]:
+    return {v.key: [read_run(root / v.key / f"seed{s}", v.key, s) for s in seeds] for v in variants}
+
+
+@dataclass
+class Cell:
+    mean: Optional[float]
+    std: Optional[float]
+    ok: int
+    failed: int
+    total: int
+
+    def text(self) -> str:
+        if self.ok == 0:
+            return "FAIL" if self.failed else "–"
+        std = f"{self.std:.2f}" if self.std is not None else "–"
+        out = f"{self.mean:.2f} ± {std}"
+        notes = []
+        if self.failed:
+            notes.append(f"{self.failed}/{self.total} FAIL")
+        missing = self.total - self.ok - self.failed
+        if missing:
+            notes.append(f"{missing}/{self.total} pending")
+        return out + (f" ({', '.join(notes)})" if notes else "")
+
+
+def summarize(values: List[Optional[float]], runs: List[RunResult]) -> Cell:
+    vals = [v for v, r in zip(values, runs) if r.status == "ok" and v is not None]
+    failed = sum(r.status == "FAIL" for r in runs)
+    mean = statistics.fmean(vals) if vals else None
+    std = statistics.stdev(vals) if len(vals) >= 2 else None  # sample std over seeds
+    return Cell(mean, std, len(vals), failed, len(runs))
+
+
+def delta(cell: Cell, ref: Optional[Cell]) -> str:
+    if ref is None or ref.mean is None:
+        return "–"
+    if cell.mean is None:
+        return "FAIL" if cell.failed else "–"
+    if cell is ref:
+        return "0.00"
+    return f"{cell.mean - ref.mean:+.2f}"
+
+
+def markdown_table(variants: Sequence[Variant], results: Dict[str, List[RunResult]], reference: str,
+                   title: str = "", ref_label: str = "") -> str:
+    """The table: one row per variant, tokenised BLEU mean ± std, Δ to the reference row,
+    sacreBLEU mean ± std, runs ok/FAIL."""
+    extra_cols = list(dict.fromkeys(c for v in variants for c in v.columns))
+    ref_label = ref_label or next((v.label for v in variants if v.key == reference), reference)
+    cells = {v.key: summarize([r.bleu for r in results[v.key]], results[v.key]) for v in variants}
+    sb_cells = {v.key: summarize([r.sacrebleu for r in results[v.key]], results[v.key]) for v in variants}
+    ref = cells.get(reference)
+    header = ["Method", *extra_cols, "BLEU (tok.)", f"Δ vs {ref_label}", "sacreBLEU", "runs"]
+    lines = []
+    if title:
+        lines += [title, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for v in variants:
+        c = cells[v.key]
+        runs = results[v.key]
+        status = f"{c.ok} ok" + (f", {c.failed} FAIL" if c.failed else "")
+        pending = sum(r.status in ("pending", "error") for r in runs)
+        if pending:
+            status += f", {pending} pending"
+        row = [v.label, *[v.columns.get(col, "") for col in extra_cols], c.text(),
+               delta(c, ref), sb_cells[v.key].text(), status]
+        lines.append("| " + " | ".join(row) + " |")
+    signatures = sorted({r.signature for rs in results.values() for r in rs if r.signature})
+    failures = [(r.variant, r.seed, r.reason) for rs in results.values() for r in rs if r.status == "FAIL"]
+    lines.append("")
+    lines.append("BLEU (tok.): fairseq-generate's BLEU4 on tokenised text (the paper's metric); "
+                 "mean ± sample std over seeds (– with one seed); Δ: difference of the means.")
+    for sig in signatures:
+        lines.append(f"sacreBLEU signature: `{sig}`")
+    for variant, seed, reason in failures:
+        lines.append(f"FAIL: {variant} seed {seed}: {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def runs_json(results: Dict[str, List[RunResult]]) -> str:
+    rows = [r.__dict__ for rs in results.values() for r in rs]
+    return json.dumps(rows, indent=1) + "\n"
+
+
+TABLES = {
+    "1": (table1_variants, "layer", "LN"),
+    "9": (table9_variants, "un", "UN"),
+    "10": (table10_variants, "un", "α = 0.9"),
+}
+
+
+def build(table: str, root: Path, seeds: Sequence[int], rows: Optional[Sequence[str]] = None,
+          title: str = "") -> str:
+    make, reference, ref_label = TABLES[table]
+    variants = make(rows)
+    if table == "1":
+        variants = in_table_order(variants)
+    return markdown_table(variants, collect(root, variants, seeds), reference, title, ref_label)
+
+
+def parse_list(text: Optional[str]) -> Optional[List[str]]:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
+    return items or None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m un_fairseq.reproduce.tables", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", choices=sorted(TABLES), required=True)
+    p.add_argument("--runs", required=True, help="root folder holding VARIANT/seedS run folders")
+    p.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 1,2,3")
+    p.add_argument("--rows", help="comma-separated rows (norms for table 1, ablations for 9, momenta for 10)")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", help="markdown file to write (default: print)")
+    args = p.parse_args(argv)
+    root = Path(args.runs)
+    if not root.is_dir():
+        p.error(f"--runs {root}: folder not found")
+    try:
+        seeds = [int(s) for s in parse_list(args.seeds) or []]
+        text = build(args.table, root, seeds, parse_list(args.rows), args.title)
+    except ValueError as err:
+        p.error(str(err))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""One training run of ``transformer_un``: a profile of ``configs/``, a normalizer, a seed.
+
+    scripts/train.sh --profile mini --norm un --seed 1 --data work/m30k/bin --out work/runs/un/seed1 \
+        [--dataset multi30k] [--force] [--print-command] [-- EXTRA FAIRSEQ FLAGS]
+
+Writes into ``--out``: ``checkpoints/`` (fairseq's ``--save-dir``), ``train.log`` (fairseq's
+output, appended across resumes), ``command.txt`` and ``train.json`` (status ``running``,
+``done``, ``FAIL`` or ``error``, the reason, updates, wall time).
+
+- A finished run (``done`` or ``FAIL`` in ``train.json``) is not trained again unless ``--force``.
+- An interrupted run resumes from ``checkpoints/checkpoint_last.pt`` (fairseq's own restore).
+- FAIL = the loss diverged (see :mod:`.logs`); the run is stopped as soon as that is seen.
+- ``error`` = fairseq failed for another reason (bad flag, missing file): exit status 1 and
+  nothing is marked, so fixing the cause and re-running trains it.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+
+
+from .norms import NORM_TYPES
+from .config import REPO, ConfigError, Profile, Dataset, load_dataset, load_profile, flag_value
+from .logs import DivergenceMonitor, fatal_error, parse_line
+
+FINAL = ("done", "FAIL")
+
+
+def cuda_available() -> bool:
+    import torch  # here, not at the top: the scripts' --help should not wait for torch
+    return torch.cuda.is_available()
+
+
+FAIRSEQ_MODULES = {
+    "fairseq-train": "fairseq_cli.train",
+    "fairseq-generate": "fairseq_cli.generate",
+    "un-average-checkpoints": "un_fairseq.average_checkpoints",
+}
+
+
+def fairseq_command(name: str) -> List[str]:
+    """How to start ``name`` (fairseq-train, fairseq-generate, un-average-checkpoints) with this
+    interpreter: ``python -m`` the module behind the console script. (Safe loading of the
+    numpy arrays that ``--eval-bleu`` leaves in checkpoints comes with ``--user-dir
+    un_fairseq``: see ``un_fairseq/checkpoint_safety.py``.)"""
+    return [sys.executable, "-m", FAIRSEQ_MODULES[name]]
+
+
+def read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def check_data(data: Path, dataset: Dataset) -> None:
+    """Fail with a message naming what is missing in a binarized fairseq folder."""
+    if not data.is_dir():
+        raise FileNotFoundError(f"data folder not found: {data} (binarize it first, e.g. "
+                                f"scripts/prepare-multi30k.sh --out DIR; then pass DIR/bin)")
+    if not list(data.glob("dict.*.txt")):
+        raise FileNotFoundError(f"{data} holds no dict.*.txt: not a fairseq-preprocess output folder")
+    if not list(data.glob("train.*.bin")):
+        raise FileNotFoundError(f"{data} holds no train.*.bin: the training split is missing")
+
+
+def valid_bleu_flags(profile: Profile, dataset: Dataset) -> List[str]:
+    """The profile's VALID_FLAGS with the dataset's BPE removal added to --eval-bleu."""
+    flags = list(profile.valid_flags)
+    if "--eval-bleu" in flags and "--eval-bleu-remove-bpe" not in flags and dataset.remove_bpe:
+        flags += ["--eval-bleu-remove-bpe", dataset.remove_bpe]
+    return flags
+
+
+def build_command(profile: Profile, dataset: Dataset, norm: str, seed: int, data: Path,
+                  out: Path, extra: List[str]) -> List[str]:
+    cmd = [*fairseq_command("fairseq-train"), str(data), "--user-dir", str(REPO / "un_fairseq"),
+           "--save-dir", str(out / "checkpoints"), "--seed", str(seed), "--norm-type", norm,
+           *profile.model_flags, *profile.train_flags, *profile.norm_flags,
+           *valid_bleu_flags(profile, dataset), *profile.log_flags,
+           "--log-format", "json", "--no-progress-bar"]
+    if not cuda_available():
+        cmd.append("--cpu")
+    return cmd + list(extra)
+
+
+def _progress(line: str, started: float) -> Optional[str]:
+    rec = parse_line(line)
+    if rec is None or rec.kind == "train":
+        return None
+    elapsed = time.time() - started
+    if rec.kind == "train_inner":
+        return (f"  [{elapsed:6.0f}s] update {rec.updates}: loss {rec.stats.get('loss')} "
+                f"lr {rec.stats.get('lr')} gnorm {rec.stats.get('gnorm')}")
+    bleu = f" bleu {rec.stats['bleu']}" if "bleu" in rec.stats else ""
+    return f"  [{elapsed:6.0f}s] valid at update {rec.updates}: loss {rec.stats.get('loss')}{bleu}"
+
+
+def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data: Path, out: Path,
+                 extra: List[str] = (), force: bool = False, quiet: bool = False) -> dict:
+    """Train (or resume, or skip) one run; returns its ``train.json`` content."""
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if norm not in NORM_TYPES:
+        raise ValueError(f"--norm {norm!r} is not one of {', '.join(NORM_TYPES)}")
+    data, out = Path(data).resolve(), Path(out).resolve()  # fairseq runs from the repository root
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "train.json"
+    state = read_json(state_path) or {}
+    if state.get("status") in FINAL and not force:
+        say(f"{out}: already {state['status']} ({state.get('reason') or 'finished'}), not retrained")
+        return state
+    check_data(data, dataset)
+    cmd = build_command(profile, dataset, norm, seed, data, out, list(extra))
+    (out / "command.txt").write_text(shlex.join(cmd) + "\n")
+    last = out / "checkpoints" / "checkpoint_last.pt"
+    if force and state.get("status") in FINAL:
+        # a fresh start: resuming a diverged run from its last checkpoint would not be a retry
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for name in ("train.log", "eval.json", "avg.pt"):
+            if (out / name).exists():
+                os.replace(out / name, out / f"{name}.previous")
+        say(f"{out}: --force: starting over (previous log kept as train.log.previous)")
+        state = {}
+    prior_wall = float(state.get("wall_s", 0.0)) if state.get("status") in ("running", "error") else 0.0
+    if last.exists():
+        say(f"{out}: resuming from {last}")
+    state = dict(status="running", profile=profile.name, dataset=dataset.name, norm=norm, seed=seed,
+                 data=str(data), command=shlex.join(cmd), wall_s=prior_wall, reason=None,
+                 max_update=flag_value(cmd, "--max-update"))
+    write_json(state_path, state)
+
+    monitor = DivergenceMonitor(profile.explode_ratio)
+    started = time.time()
+    updates = None
+    last_loss = None
+    tail: List[str] = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+    with open(out / "train.log", "a") as log:
+        log.write(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=REPO, env=env, bufsize=1)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                tail = (tail + [line])[-200:]
+                rec = parse_line(line)
+                if rec is not None and rec.updates is not None:
+                    updates = max(updates or 0, rec.updates)
+                if rec is not None and rec.kind == "train_inner":
+                    last_loss = rec.loss
+                    if monitor.add(rec):
+                        say(f"  diverged: {monitor.reason}; stopping fairseq-train")
+                        proc.terminate()
+                        break
+                msg = _progress(line, started)
+                if msg:
+                    say(msg)
+            proc.wait()
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            state.update(wall_s=prior_wall + time.time() - started, reason="interrupted")
+            write_json(state_path, state)
+            raise
+    text = "".join(tail)
+    reason = monitor.reason or fatal_error(text)
+    state.update(wall_s=round(prior_wall + time.time() - started, 1), num_updates=updates,
+                 last_train_loss=last_loss, returncode=proc.returncode)
+    if reason:
+        state.update(status="FAIL", reason=reason)
+    elif proc.returncode != 0:
+        state.update(status="error",
+                     reason=f"fairseq-train exited with status {proc.returncode}; see {out / 'train.log'}")
+        say("".join(tail[-25:]))
+    else:
+        state.update(status="done", reason=None)
+    write_json(state_path, state)
+    say(f"{out}: {state['status']}" + (f" ({state['reason']})" if state["reason"] else "")
+        + f", {updates} updates, {state['wall_s']:.0f} s of training")
+    return state
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/train.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", required=True, help="configs/PROFILE.sh (iwslt14, wmt14_en_fr, mini, smoke) or a path")
+    p.add_argument("--norm", required=True, metavar="NORM", help=f"--norm-type: {', '.join(NORM_TYPES)}")
+    p.add_argument("--seed", required=True, type=int, help="fairseq --seed")
+    p.add_argument("--data", help="binarized data folder (default: the dataset's DATA_DIR)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log, train.json)")
+    p.add_argument("--dataset", help="configs/dataset-NAME.sh (default: the profile's DATASET)")
+    p.add_argument("--force", action="store_true", help="train again even if train.json says done/FAIL")
+    p.add_argument("--print-command", action="store_true", help="print the fairseq-train command and exit")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra fairseq-train flags")
+    return p
+
+
+def resolve_data(data: Optional[str], dataset: Dataset) -> Path:
+    if data:
+        return Path(data)
+    if not dataset.data_dir:
+        raise ConfigError(f"--data is required: dataset {dataset.name!r} has no default DATA_DIR")
+    return Path(dataset.data_dir)
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    try:
+        profile = load_profile(args.profile)
+        dataset = load_dataset(args.dataset or profile.dataset or p.error("--dataset is required"))
+        if args.norm not in NORM_TYPES:
+            p.error(f"--norm {args.norm!r} is not one of {', '.join(NORM_TYPES)}")
+        data = resolve_data(args.data, dataset)
+        out = Path(args.out)
+        if args.print_command:
+            print(shlex.join(build_command(profile, dataset, args.norm, args.seed, data, out, extra)))
+            return 0
+        state = run_training(profile, dataset, args.norm, args.seed, data, out, extra, args.force)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"train.sh: error: {err}", file=sys.stderr)
+        return 2
+    return 1 if state["status"] == "error" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
