@@ -326,3 +326,19 @@ def test_smoke_sweep_then_resume(toy_bin, tmp_path):
     assert (run / "checkpoints" / "checkpoint_last.pt").stat().st_mtime == ckpt_mtime
     assert (run / "train.log").read_text().count("### ") == 1
     assert table.read_text() == text
+
+
+def test_missing_default_reference_falls_back_to_fairseq_references(toy_bin, tmp_path, capsys):
+    """Where ../shared is absent, the dataset's default sacreBLEU reference is missing: the
+    evaluation says so and scores against fairseq's detokenised T- lines instead."""
+    import dataclasses
+
+    from un_fairseq.reproduce import config, evaluate
+
+    runs = tmp_path / "runs"
+    script("reproduce-table1.sh", "--scale", "smoke", "--dataset", "toy", "--data", toy_bin, "--runs", runs,
+           "--norms", "layer", "--output", tmp_path / "t.md", check=True)
+    dataset = dataclasses.replace(config.load_dataset("toy"), sacrebleu_ref=str(tmp_path / "absent.en.gz"))
+    result = evaluate.evaluate_run(runs / "layer" / "seed1", toy_bin, dataset, ["--beam", "2"], 1, force=True)
+    assert "is missing: scoring against fairseq's detokenised T- lines" in capsys.readouterr().out
+    assert result["sacrebleu_reference"] == "detokenised fairseq T- lines" and result["sentences"] == 40

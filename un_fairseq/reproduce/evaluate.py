@@ -155,6 +155,11 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
     if bleu is None:
         raise RuntimeError(f"no BLEU4 line in {run / f'generate-{subset}.txt'}")
     ref_file = sacrebleu_ref if sacrebleu_ref is not None else (dataset.sacrebleu_ref if subset == "test" else "")
+    if ref_file and sacrebleu_ref is None and not Path(ref_file).exists():
+        # the dataset's default reference lives in ../shared/data, absent on some machines
+        say(f"{run}: the dataset's sacreBLEU reference {ref_file} is missing: scoring against "
+            f"fairseq's detokenised T- lines instead")
+        ref_file = ""
     if ref_file:
         raw_refs = read_reference(Path(ref_file))
         if len(raw_refs) != len(hyps):
