@@ -40,6 +40,12 @@ class PaddingAwareNorm(nn.Module):
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         raise NotImplementedError
 
+    def inference_affine(self, x: Tensor) -> Tensor:
+        """Eval mode of an offline norm: ``y = a * x + b`` with ``(a, b)`` from the subclass's
+        float32 ``inference_scale()`` (paper Algorithm 1), in ``x``'s dtype."""
+        a, b = self.inference_scale()
+        return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype))
+
 
 @contextmanager
 def padding_context(module: nn.Module, padding_mask: Optional[Tensor]) -> Iterator[None]:

@@ -51,8 +51,7 @@ class MaskedBatchNorm(PaddingAwareNorm):
 
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         if not self.training:
-            a, b = self.inference_scale()
-            return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype))
+            return self.inference_affine(x)
         rows, keep, n = as_rows(x, padding_mask)
         rows32 = rows.float()
         mean = _masked_mean(rows32, keep, n)

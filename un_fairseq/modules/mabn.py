@@ -62,8 +62,7 @@ class MABN(StepCountedNorm):
 
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         if not self.training:
-            a, b = self.inference_scale()
-            return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype))
+            return self.inference_affine(x)
         rows, keep, n = as_rows(x, padding_mask, self.count_padding)
         y = _MABNFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step())
         return y.view(x.shape)

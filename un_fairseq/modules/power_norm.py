@@ -92,8 +92,7 @@ class PowerNorm(StepCountedNorm):
         if self.layer_scale:  # a per-token statistic: kept in float32 like the others
             x = group_scaling(x.float(), self.num_groups)
         if not self.training:
-            a, b = self.inference_scale()
-            return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype)).to(dtype)
+            return self.inference_affine(x).to(dtype)
         rows, keep, n = as_rows(x, padding_mask, self.count_padding)
         y = _PowerNormFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step())
         return y.view(x.shape).to(dtype)

@@ -105,8 +105,7 @@ class UnifiedNorm(StepCountedNorm):
 
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         if not self.training:
-            a, b = self.inference_scale()
-            return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype))
+            return self.inference_affine(x)
         rows, keep, n = as_rows(x, padding_mask, self.count_padding)
         t = self._next_step()
         y = _UnifiedNormFunction.apply(rows, self.weight, self.bias, self, keep, n, t)
