@@ -10,17 +10,10 @@ import torch
 from fairseq_cli import generate as generate_cli
 from fairseq_cli import train as train_cli
 from fairseq_fixtures import (
-    TINY_MODEL, TINY_TRAINING, call_cli, generate, preprocess, run, train, write_toy_corpus,
+    TINY_MODEL, TINY_TRAINING, call_cli, generate, run, train,
 )
 from un_fairseq.checkpoint_io import load_checkpoint
 from un_fairseq.modules import NORM_TYPES
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    write_toy_corpus(root / "text")
-    return preprocess(root / "text", root / "bin")
 
 
 def hypotheses(stdout: str) -> int:
@@ -32,9 +25,9 @@ def model_state(path):
 
 
 @pytest.mark.parametrize("norm", NORM_TYPES)
-def test_train_then_generate_with_bleu(data, tmp_path, capsys, norm):
+def test_train_then_generate_with_bleu(toy_data, tmp_path, capsys, norm):
     """fairseq-train and fairseq-generate, through their console-script entry points."""
-    call_cli(train_cli.cli_main, [data, "--user-dir", "un_fairseq", "--save-dir", tmp_path,
+    call_cli(train_cli.cli_main, [toy_data, "--user-dir", "un_fairseq", "--save-dir", tmp_path,
                                   *TINY_MODEL, *TINY_TRAINING, "--norm-type", norm,
                                   "--max-update", "3", "--no-epoch-checkpoints"])
     state = model_state(tmp_path / "checkpoint_last.pt")
@@ -44,7 +37,7 @@ def test_train_then_generate_with_bleu(data, tmp_path, capsys, norm):
         steps = {k: int(v) for k, v in state.items() if k.endswith("num_steps")}
         assert len(steps) == 12 and set(steps.values()) == {3}, steps
     capsys.readouterr()
-    out = call_cli(generate_cli.cli_main, [data, "--user-dir", "un_fairseq", "--path",
+    out = call_cli(generate_cli.cli_main, [toy_data, "--user-dir", "un_fairseq", "--path",
                                            tmp_path / "checkpoint_last.pt", "--beam", "5",
                                            "--batch-size", "16", "--cpu", "--max-len-b", "16"], capsys)
     assert hypotheses(out) == 40
@@ -52,14 +45,14 @@ def test_train_then_generate_with_bleu(data, tmp_path, capsys, norm):
 
 
 @pytest.mark.parametrize("norm", ["un", "power"])
-def test_resume_mid_epoch_is_bit_identical(data, tmp_path, norm):
+def test_resume_mid_epoch_is_bit_identical(toy_data, tmp_path, norm):
     """Stopped at a mid-epoch checkpoint and restarted == never stopped: parameters and every
     normalizer buffer (running statistics, rings, gradient EMAs, step counts)."""
     common = ("--norm-type", norm, "--save-interval-updates", "3", "--no-epoch-checkpoints")
-    train(data, tmp_path / "straight", *common, "--max-update", "6")
-    train(data, tmp_path / "resumed", *common, "--max-update", "3")
+    train(toy_data, tmp_path / "straight", *common, "--max-update", "6")
+    train(toy_data, tmp_path / "resumed", *common, "--max-update", "3")
     first = model_state(tmp_path / "resumed" / "checkpoint_last.pt")
-    log = train(data, tmp_path / "resumed", *common, "--max-update", "6")
+    log = train(toy_data, tmp_path / "resumed", *common, "--max-update", "6")
     assert "Loaded checkpoint" in log.stdout + log.stderr
     straight = model_state(tmp_path / "straight" / "checkpoint_last.pt")
     resumed = model_state(tmp_path / "resumed" / "checkpoint_last.pt")
@@ -72,16 +65,16 @@ def test_resume_mid_epoch_is_bit_identical(data, tmp_path, norm):
     assert not all(torch.equal(first[k], straight[k]) for k in buffers)
 
 
-def test_interactive_translates(data, tmp_path):
-    train(data, tmp_path, "--max-update", "2", "--no-epoch-checkpoints")
-    proc = run(["fairseq-interactive", data, "--user-dir", "un_fairseq", "--path",
+def test_interactive_translates(toy_data, tmp_path):
+    train(toy_data, tmp_path, "--max-update", "2", "--no-epoch-checkpoints")
+    proc = run(["fairseq-interactive", toy_data, "--user-dir", "un_fairseq", "--path",
                 tmp_path / "checkpoint_last.pt", "--beam", "2", "--cpu", "--source-lang", "src",
                 "--target-lang", "tgt", "--max-len-b", "8"], input="a1 a2 a3\na4 a5\n")
     assert hypotheses(proc.stdout) == 2, proc.stdout
 
 
-def test_average_checkpoints_then_generate(data, tmp_path):
-    train(data, tmp_path, "--max-update", "4", "--save-interval-updates", "2", "--no-epoch-checkpoints",
+def test_average_checkpoints_then_generate(toy_data, tmp_path):
+    train(toy_data, tmp_path, "--max-update", "4", "--save-interval-updates", "2", "--no-epoch-checkpoints",
           "--keep-interval-updates", "5")
     run(["un-average-checkpoints", "--inputs", tmp_path, "--num-update-checkpoints", "2",
          "--output", tmp_path / "avg.pt"])
@@ -93,11 +86,11 @@ def test_average_checkpoints_then_generate(data, tmp_path):
     torch.testing.assert_close(avg["encoder.layer_norm.running_var"],
                                (a["encoder.layer_norm.running_var"] + b["encoder.layer_norm.running_var"]) / 2)
     assert torch.equal(avg["encoder.layer_norm.num_steps"], b["encoder.layer_norm.num_steps"])
-    assert hypotheses(generate(data, tmp_path / "avg.pt").stdout) == 40
+    assert hypotheses(generate(toy_data, tmp_path / "avg.pt").stdout) == 40
 
 
-def test_average_refuses_to_overwrite_an_input(data, tmp_path):
-    train(data, tmp_path, "--max-update", "2", "--no-epoch-checkpoints")
+def test_average_refuses_to_overwrite_an_input(toy_data, tmp_path):
+    train(toy_data, tmp_path, "--max-update", "2", "--no-epoch-checkpoints")
     ckpt = tmp_path / "checkpoint_last.pt"
     before = ckpt.read_bytes()
     proc = run(["un-average-checkpoints", "--inputs", ckpt, "--output", ckpt], check=False)
@@ -105,8 +98,8 @@ def test_average_refuses_to_overwrite_an_input(data, tmp_path):
     assert ckpt.read_bytes() == before
 
 
-def test_bad_flag_on_the_real_command_line(data, tmp_path):
-    proc = train(data, tmp_path, "--un-window", "0", "--max-update", "1", check=False)
+def test_bad_flag_on_the_real_command_line(toy_data, tmp_path):
+    proc = train(toy_data, tmp_path, "--un-window", "0", "--max-update", "1", check=False)
     assert proc.returncode != 0
     assert "--un-window" in proc.stderr and "'0'" in proc.stderr and ">= 1" in proc.stderr
     assert not any(tmp_path.glob("*.pt"))

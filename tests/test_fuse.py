@@ -13,7 +13,7 @@ from torch import nn
 import un_fairseq  # noqa: F401  (registers the models, allows fairseq checkpoint types)
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from fairseq_fixtures import REPO, TINY_MODEL, generate, preprocess, run, write_toy_corpus
+from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from un_fairseq import fuse
 from un_fairseq.checkpoint_io import load_checkpoint
 from un_fairseq.modules import NoNorm, OFFLINE_NORM_TYPES, PaddingAwareNorm
@@ -31,18 +31,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    write_toy_corpus(root / "text")
-    return preprocess(root / "text", root / "bin")
-
-
-def build(data, *extra, arch=TINY_MODEL):
+def build(toy_data, *extra, arch=TINY_MODEL):
     norm_flags = NORM_FLAGS if arch[1].startswith("transformer_un") else []
     args = options.parse_args_and_arch(
         options.get_training_parser(),
-        [str(data), "--user-dir", "un_fairseq", *arch, "--cpu", "--dropout", "0", *norm_flags, *extra])
+        [str(toy_data), "--user-dir", "un_fairseq", *arch, "--cpu", "--dropout", "0", *norm_flags, *extra])
     task = tasks.setup_task(args)
     task.load_dataset("train")
     return args, task, task.build_model(args)
@@ -58,9 +51,9 @@ def train_steps(model, task, steps, lr=3e-3, seed=0):
     torch.manual_seed(seed)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    data = batches(task)
+    train_batches = batches(task)
     for step in range(steps):
-        batch = data[step % len(data)]
+        batch = train_batches[step % len(train_batches)]
         out = model(**batch["net_input"])
         lprobs = model.get_normalized_probs(out, log_probs=True)
         loss = nn.functional.nll_loss(lprobs.view(-1, lprobs.size(-1)), batch["target"].view(-1),
@@ -91,8 +84,8 @@ def save_checkpoint(args, model, path):
 
 
 @pytest.mark.parametrize("norm", OFFLINE_NORM_TYPES + ("none",))
-def test_fused_model_computes_the_eval_model(data, norm):
-    args, task, model = build(data, "--norm-type", norm)
+def test_fused_model_computes_the_eval_model(toy_data, norm):
+    args, task, model = build(toy_data, "--norm-type", norm)
     with torch.no_grad():  # non-trivial affine parameters, so that W b and W * a both matter
         for m in model.modules():
             if isinstance(m, PaddingAwareNorm):
@@ -125,8 +118,8 @@ def test_fused_model_computes_the_eval_model(data, norm):
 
 
 @pytest.mark.parametrize("norm", ["layer", "rms", "power"])
-def test_online_norms_are_refused_by_name(data, norm):
-    _, _, model = build(data, "--encoder-norm-type", "un", "--decoder-norm-type", norm)
+def test_online_norms_are_refused_by_name(toy_data, norm):
+    _, _, model = build(toy_data, "--encoder-norm-type", "un", "--decoder-norm-type", norm)
     with pytest.raises(ValueError) as err:
         fuse.fuse_model(model)
     message = str(err.value)
@@ -137,8 +130,8 @@ def test_online_norms_are_refused_by_name(data, norm):
     assert type(model.encoder.layer_norm).__name__ == "UnifiedNorm"  # nothing was changed
 
 
-def test_other_models_are_refused(data, tmp_path):
-    args, _, model = build(data, arch=["--arch", "transformer", *TINY_MODEL[2:]])
+def test_other_models_are_refused(toy_data, tmp_path):
+    args, _, model = build(toy_data, arch=["--arch", "transformer", *TINY_MODEL[2:]])
     with pytest.raises(ValueError, match="transformer_un"):
         fuse.fuse_model(model)
     ckpt = save_checkpoint(args, model, tmp_path / "plain.pt")
@@ -146,8 +139,8 @@ def test_other_models_are_refused(data, tmp_path):
         fuse.fuse_state(load_checkpoint(ckpt))
 
 
-def test_command_refuses_its_input_and_leaves_nothing_after_a_failure(data, tmp_path, capsys):
-    args, task, model = build(data, "--norm-type", "un")
+def test_command_refuses_its_input_and_leaves_nothing_after_a_failure(toy_data, tmp_path, capsys):
+    args, task, model = build(toy_data, "--norm-type", "un")
     ckpt = save_checkpoint(args, train_steps(model, task, 4), tmp_path / "un.pt")
     before = ckpt.read_bytes()
     assert fuse.main([str(ckpt), str(tmp_path / "." / "un.pt")]) == 2
@@ -155,11 +148,11 @@ def test_command_refuses_its_input_and_leaves_nothing_after_a_failure(data, tmp_
     assert ckpt.read_bytes() == before
 
     out = tmp_path / "fused.pt"
-    assert fuse.main([str(ckpt), str(out), "--data", str(data), "--tolerance", "1e-12"]) == 2
+    assert fuse.main([str(ckpt), str(out), "--data", str(toy_data), "--tolerance", "1e-12"]) == 2
     assert "verification failed" in capsys.readouterr().err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["un.pt"]
 
-    args, task, model = build(data, "--norm-type", "layer")
+    args, task, model = build(toy_data, "--norm-type", "layer")
     online = save_checkpoint(args, model, tmp_path / "ln.pt")
     assert fuse.main([str(online), str(out)]) == 2
     assert "encoder.layers.0.self_attn_layer_norm (layer)" in capsys.readouterr().err
@@ -182,19 +175,19 @@ def _hypotheses(stdout):
     return hyps, re.search(r"BLEU4 = .*", stdout).group(0)
 
 
-def test_fused_checkpoint_generates_the_same_hypotheses(data, tmp_path, capsys):
-    args, task, model = build(data, "--norm-type", "un", "--share-all-embeddings")
+def test_fused_checkpoint_generates_the_same_hypotheses(toy_data, tmp_path, capsys):
+    args, task, model = build(toy_data, "--norm-type", "un", "--share-all-embeddings")
     ckpt = save_checkpoint(args, train_steps(model, task, 150), tmp_path / "un.pt")
     out = tmp_path / "fused.pt"
-    assert fuse.main([str(ckpt), str(out), "--data", str(data)]) == 0  # un-fuse, in-process
+    assert fuse.main([str(ckpt), str(out), "--data", str(toy_data)]) == 0  # un-fuse, in-process
     printed = capsys.readouterr().out
     assert "folded norms: 12 un" in printed and "largest difference" in printed
     state = load_checkpoint(out)
     assert state["cfg"]["model"].norm_type == "none" and state["cfg"]["model"].fused_output_projection
     assert not any(k.endswith("running_var") for k in state["model"])
 
-    plain_hyps, plain_bleu = _hypotheses(generate(data, ckpt, "--gen-subset", "test").stdout)
-    fused_hyps, fused_bleu = _hypotheses(generate(data, out, "--gen-subset", "test").stdout)
+    plain_hyps, plain_bleu = _hypotheses(generate(toy_data, ckpt, "--gen-subset", "test").stdout)
+    fused_hyps, fused_bleu = _hypotheses(generate(toy_data, out, "--gen-subset", "test").stdout)
     assert len(plain_hyps) == 40 and len({text for text, _ in plain_hyps.values()}) > 10
     assert {k: t for k, (t, _) in fused_hyps.items()} == {k: t for k, (t, _) in plain_hyps.items()}
     assert all(abs(fused_hyps[k][1] - s) < 1e-4 for k, (_, s) in plain_hyps.items())

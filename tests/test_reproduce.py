@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from fairseq_fixtures import REPO, preprocess, write_toy_corpus
+from fairseq_fixtures import REPO
 from un_fairseq.reproduce import config, evaluate, logs, tables, train
 from un_fairseq.reproduce.norms import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
 
@@ -296,16 +296,9 @@ def test_scripts_name_missing_inputs_and_bad_values(tmp_path):
     assert proc.returncode == 2 and "run folder not found" in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def toy_bin(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy-reproduce")
-    write_toy_corpus(root / "text")
-    return preprocess(root / "text", root / "bin")
-
-
-def test_smoke_sweep_then_resume(toy_bin, tmp_path):
+def test_smoke_sweep_then_resume(toy_data, tmp_path):
     runs, table, figure = tmp_path / "runs", tmp_path / "t1.md", tmp_path / "f1.png"
-    args = ["--scale", "smoke", "--dataset", "toy", "--data", toy_bin, "--runs", runs, "--norms", "un",
+    args = ["--scale", "smoke", "--dataset", "toy", "--data", toy_data, "--runs", runs, "--norms", "un",
             "--output", table, "--figure", figure]
     first = script("reproduce-table1.sh", *args, check=True)
     assert "[1/1] UN (un) seed 1" in first.stdout and "done, 1 updates" in first.stdout
@@ -328,7 +321,7 @@ def test_smoke_sweep_then_resume(toy_bin, tmp_path):
     assert table.read_text() == text
 
 
-def test_missing_default_reference_falls_back_to_fairseq_references(toy_bin, tmp_path, capsys):
+def test_missing_default_reference_falls_back_to_fairseq_references(toy_data, tmp_path, capsys):
     """Where ../shared is absent, the dataset's default sacreBLEU reference is missing: the
     evaluation says so and scores against fairseq's detokenised T- lines instead."""
     import dataclasses
@@ -336,9 +329,9 @@ def test_missing_default_reference_falls_back_to_fairseq_references(toy_bin, tmp
     from un_fairseq.reproduce import config, evaluate
 
     runs = tmp_path / "runs"
-    script("reproduce-table1.sh", "--scale", "smoke", "--dataset", "toy", "--data", toy_bin, "--runs", runs,
+    script("reproduce-table1.sh", "--scale", "smoke", "--dataset", "toy", "--data", toy_data, "--runs", runs,
            "--norms", "layer", "--output", tmp_path / "t.md", check=True)
     dataset = dataclasses.replace(config.load_dataset("toy"), sacrebleu_ref=str(tmp_path / "absent.en.gz"))
-    result = evaluate.evaluate_run(runs / "layer" / "seed1", toy_bin, dataset, ["--beam", "2"], 1, force=True)
+    result = evaluate.evaluate_run(runs / "layer" / "seed1", toy_data, dataset, ["--beam", "2"], 1, force=True)
     assert "is missing: scoring against fairseq's detokenised T- lines" in capsys.readouterr().out
     assert result["sacrebleu_reference"] == "detokenised fairseq T- lines" and result["sentences"] == 40

@@ -10,31 +10,24 @@ from torch import nn
 
 import un_fairseq  # noqa: F401  (registers the models, allows fairseq checkpoint types)
 from fairseq import checkpoint_utils, options, tasks
-from fairseq_fixtures import TINY_MODEL, preprocess, write_toy_corpus
+from fairseq_fixtures import TINY_MODEL
 from un_fairseq.modules import NORM_TYPES, PaddingAwareNorm, norm_type_of
 
 ENCODER_POSITIONS = ("self_attn_layer_norm", "final_layer_norm")
 DECODER_POSITIONS = ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    write_toy_corpus(root / "text")
-    return preprocess(root / "text", root / "bin")
-
-
-def parse(data, *extra):
+def parse(toy_data, *extra):
     parser = options.get_training_parser()
     return options.parse_args_and_arch(
-        parser, [str(data), "--user-dir", "un_fairseq", *TINY_MODEL, "--cpu", "--dropout", "0",
+        parser, [str(toy_data), "--user-dir", "un_fairseq", *TINY_MODEL, "--cpu", "--dropout", "0",
                  "--un-warmup", "2", "--un-window", "2", "--mabn-warmup", "2", "--mabn-window", "2",
                  "--pn-warmup", "2", *extra]
     )
 
 
-def build(data, *extra):
-    args = parse(data, *extra)
+def build(toy_data, *extra):
+    args = parse(toy_data, *extra)
     task = tasks.setup_task(args)
     task.load_dataset("train")
     return task, task.build_model(args)
@@ -57,8 +50,8 @@ def first_batch(task, size=8):
 
 
 @pytest.mark.parametrize("norm", NORM_TYPES)
-def test_every_pre_norm_position_holds_the_chosen_norm(data, norm):
-    _, model = build(data, "--norm-type", norm)
+def test_every_pre_norm_position_holds_the_chosen_norm(toy_data, norm):
+    _, model = build(toy_data, "--norm-type", norm)
     found = norms_by_position(model)
     assert len(found) == 2 * 2 + 2 * 3 + 2
     assert {norm_type_of(m) for m in found.values()} == {norm}
@@ -67,23 +60,23 @@ def test_every_pre_norm_position_holds_the_chosen_norm(data, norm):
         assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
 
 
-def test_side_overrides(data):
-    _, model = build(data, "--norm-type", "un", "--encoder-norm-type", "layer", "--decoder-norm-type", "mabn")
+def test_side_overrides(toy_data):
+    _, model = build(toy_data, "--norm-type", "un", "--encoder-norm-type", "layer", "--decoder-norm-type", "mabn")
     kinds = {k: norm_type_of(m) for k, m in norms_by_position(model).items()}
     assert {v for k, v in kinds.items() if k.startswith("encoder")} == {"layer"}
     assert {v for k, v in kinds.items() if k.startswith("decoder")} == {"mabn"}
 
 
-def test_parameter_names_are_fairseqs(data):
-    _, model = build(data, "--norm-type", "un")
+def test_parameter_names_are_fairseqs(toy_data):
+    _, model = build(toy_data, "--norm-type", "un")
     keys = set(model.state_dict())
     for name in ("encoder.layers.0.self_attn_layer_norm.weight", "encoder.layer_norm.running_var",
                  "decoder.layers.1.encoder_attn_layer_norm.bias", "decoder.layer_norm.weight"):
         assert name in keys
 
 
-def test_padding_mask_reaches_every_norm_in_training(data):
-    task, model = build(data, "--norm-type", "un")
+def test_padding_mask_reaches_every_norm_in_training(toy_data):
+    task, model = build(toy_data, "--norm-type", "un")
     sample = first_batch(task)
     src = sample["net_input"]["src_tokens"]
     prev = sample["net_input"]["prev_output_tokens"]
@@ -110,8 +103,8 @@ def test_padding_mask_reaches_every_norm_in_training(data):
 
 
 @pytest.mark.parametrize("norm", NORM_TYPES)
-def test_incremental_decoding_equals_full_forward(data, norm):
-    task, model = build(data, "--norm-type", norm)
+def test_incremental_decoding_equals_full_forward(toy_data, norm):
+    task, model = build(toy_data, "--norm-type", norm)
     sample = first_batch(task)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     model.train()
@@ -149,16 +142,16 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize("flags,names,allowed", BAD_FLAGS, ids=[" ".join(f[0]) for f in BAD_FLAGS])
-def test_bad_flag_stops_with_a_message(data, capsys, flags, names, allowed):
+def test_bad_flag_stops_with_a_message(toy_data, capsys, flags, names, allowed):
     with pytest.raises(SystemExit) as stop:
-        parse(data, *flags)
+        parse(toy_data, *flags)
     assert stop.value.code != 0
     err = capsys.readouterr().err
     assert names in err and flags[1] in err and allowed in err, err
 
 
-def test_checkpoint_activations_are_refused(data):
-    args = parse(data, "--checkpoint-activations")
+def test_checkpoint_activations_are_refused(toy_data):
+    args = parse(toy_data, "--checkpoint-activations")
     task = tasks.setup_task(args)
     with pytest.raises(ValueError, match="--checkpoint-activations"):
         task.build_model(args)
