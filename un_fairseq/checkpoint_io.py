@@ -1,12 +1,11 @@
 """Reading and writing fairseq checkpoints: safe loading, atomic saving."""
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
+from .atomic import atomic_path
 from .checkpoint_safety import allow_fairseq_checkpoint_types
 
 
@@ -30,15 +29,6 @@ def load_checkpoint(path) -> Dict[str, Any]:
 def save_atomically(state: Dict[str, Any], path) -> int:
     """Write ``state`` to ``path`` through a temporary file in the same folder, so that an
     error or an interrupt leaves no partial file; return the size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path.stat().st_size
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path).stat().st_size

@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..atomic import atomic_path
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -38,16 +40,9 @@ def read_lines(path):
 
 def write_lines(path, lines):
     """Write ``lines`` (newline-terminated) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(line + "\n")
 
 
 def exists(*paths):
@@ -98,14 +93,8 @@ def learn_bpe(lines, codes_path, num_symbols):
     """``subword-nmt learn-bpe -s NUM < lines > codes`` (defaults of learn_bpe.py)."""
     from subword_nmt.learn_bpe import learn_bpe as _learn
 
-    codes_path = Path(codes_path)
-    tmp = codes_path.with_name(f".{codes_path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            _learn([line + "\n" for line in lines], out, num_symbols)
-        os.replace(tmp, codes_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(codes_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        _learn([line + "\n" for line in lines], out, num_symbols)
 
 
 def split_valid(lines_path, tmp, lang, every):

@@ -27,6 +27,7 @@ from typing import List, Optional
 
 
 
+from ..atomic import atomic_path
 from .norms import NORM_TYPES
 from .config import REPO, ConfigError, Profile, Dataset, load_dataset, load_profile, flag_value
 from .logs import DivergenceMonitor, fatal_error, parse_line
@@ -62,9 +63,8 @@ def read_json(path: Path) -> Optional[dict]:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def check_data(data: Path, dataset: Dataset) -> None:

@@ -1,0 +1,25 @@
+"""Atomic file output: a file that exists is complete.
+
+Standard library only, so that the data and reproduction scripts can use it without
+importing torch or fairseq.
+"""
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; when the block ends normally it
+    replaces ``path``, and after an error or an interrupt it is removed, so nothing
+    half-written is ever left under ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
