@@ -55,6 +55,19 @@ def fairseq_command(name: str) -> List[str]:
     return [sys.executable, "-m", FAIRSEQ_MODULES[name]]
 
 
+def project_commit() -> Optional[str]:
+    """The git commit of this checkout (``-dirty`` if tracked files changed), or None outside
+    git: every run record names the code it ran on."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
 def read_json(path: Path) -> Optional[dict]:
     try:
         return json.loads(path.read_text())
@@ -139,7 +152,8 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
     if last.exists():
         say(f"{out}: resuming from {last}")
     state = dict(status="running", profile=profile.name, dataset=dataset.name, norm=norm, seed=seed,
-                 data=str(data), command=shlex.join(cmd), wall_s=prior_wall, reason=None,
+                 data=str(data), command=shlex.join(cmd), commit=project_commit(),
+                 wall_s=prior_wall, reason=None,
                  max_update=flag_value(cmd, "--max-update"))
     write_json(state_path, state)
 
