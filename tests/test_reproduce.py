@@ -154,6 +154,40 @@ def test_table1_aggregation_with_fail_and_pending_runs(tmp_path):
     assert "sacreBLEU signature: `nrefs:1|case:lc|tok:13a`" in text
 
 
+def test_table1_from_committed_records_alone(tmp_path):
+    """Records rebuild the table on a machine without the run folders; the extra UN row
+    (padding counted) comes after UN; a record wins over its run folder."""
+    from un_fairseq.reproduce import records
+
+    runs, recs = tmp_path / "runs", tmp_path / "records"
+    variants = {v.key: v for v in tables.table1_variants(["layer", "un", "un-count-padding", "none"])}
+    assert variants["un-count-padding"].norm == "un"
+    assert variants["un-count-padding"].flags == ["--un-count-padding"]
+    assert variants["none"].label == "NoNorm"
+    for key, seed, status, bleu in (("layer", 1, "done", 36.0), ("layer", 2, "done", 37.0),
+                                    ("un", 1, "done", 35.0), ("un-count-padding", 1, "FAIL", None)):
+        make_run(runs, key, seed, status, bleu, None if bleu is None else bleu - 1)
+        v = variants[key]
+        assert records.make_record(runs / key / f"seed{seed}", key, v.label, v.flags, seed) is not None
+        records.write_record(recs, records.make_record(runs / key / f"seed{seed}", key, v.label, v.flags, seed))
+    make_run(runs, "none", 1, "running")  # unfinished: no record
+    assert records.make_record(runs / "none" / "seed1", "none", "NoNorm", [], 1) is None
+    rec = json.loads((recs / "un-count-padding-seed1.json").read_text())
+    assert rec["status"] == "FAIL" and rec["flags"] == ["--un-count-padding"] and rec["bleu"] is None
+    from_folders = tables.build("1", runs, [1, 2], ["none", "un-count-padding", "un", "layer"])
+    from_records = tables.build("1", None, [1, 2], ["none", "un-count-padding", "un", "layer"], records=recs)
+    assert from_records.replace("pending", "") == from_folders.replace("pending", "")
+    order = [line.split(" | ")[0].lstrip("| ") for line in from_records.splitlines() if line.startswith("| ")]
+    assert order == ["Method", "LN", "NoNorm", "UN", "UN, padding counted (release)"]
+    assert "| LN | ✗ | 36.50 ± 0.71 | 0.00 | 35.50 ± 0.71 | 2 ok |" in from_records
+    assert "| UN | ✓ | 35.00 ± – (1/2 pending) | -1.50 |" in from_records
+    # a record wins over what the run folder says
+    rec = json.loads((recs / "un-seed1.json").read_text())
+    rec["bleu"] = 34.0
+    (recs / "un-seed1.json").write_text(json.dumps(rec))
+    assert "| UN | ✓ | 34.00 ± –" in tables.build("1", runs, [1], ["un"], records=recs)
+
+
 def test_table9_and_table10_rows_and_reference(tmp_path):
     t9 = {v.key: v for v in tables.table9_variants()}
     assert t9["un"].flags == [] and t9["un-no-fp-gm"].flags == ["--un-no-fp-gm"]
@@ -319,6 +353,17 @@ def test_smoke_sweep_then_resume(toy_data, tmp_path):
     assert (run / "checkpoints" / "checkpoint_last.pt").stat().st_mtime == ckpt_mtime
     assert (run / "train.log").read_text().count("### ") == 1
     assert table.read_text() == text
+    # with --records, the finished run is recorded (curves, commit, command) and then skipped
+    recs = tmp_path / "records"
+    third = script("reproduce-table1.sh", *args, "--records", recs, check=True)
+    record = json.loads((recs / "un-seed1.json").read_text())
+    assert f"recorded in {recs / 'un-seed1.json'}" in third.stdout
+    assert record["bleu"] == ev["bleu"] and record["seed"] == 1 and record["num_updates"] == 1
+    assert record["command"] == state["command"] and "--norm-type un" in record["command"]
+    assert record["commit"] == state["commit"] and record["curves"]["train_loss"][0][0] == 1
+    fourth = script("reproduce-table1.sh", *args, "--records", recs, check=True)
+    assert "recorded (done, BLEU" in fourth.stdout and "already done" not in fourth.stdout
+    assert f"| UN | ✓ | {ev['bleu']:.2f} ± – |" in table.read_text()
 
 
 def test_missing_default_reference_falls_back_to_fairseq_references(toy_data, tmp_path, capsys):

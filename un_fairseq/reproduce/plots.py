@@ -1,10 +1,11 @@
 """Figure 1 of the paper: training loss and validation BLEU over updates, one line per normalizer.
 
-    python -m un_fairseq.reproduce.plots --runs work/runs/mini-multi30k --seed 1 \
-        --out results/mini-figure1.png [--norms layer,un,...]
+    python un_fairseq/reproduce/cli.py plots --records results/multi30k --seed 1 \
+        --out results/multi30k-figure1.png [--norms layer,un,...] [--runs work/runs/...]
 
-Reads each run's ``train.log`` (fairseq's ``train_inner`` and ``valid`` records); a run marked
-FAIL is drawn up to where it stopped and labelled so. Also writes the curves as CSV next to the
+Reads each run's curves from its committed record (``--records``) or else from its
+``train.log`` (fairseq's ``train_inner`` and ``valid`` records); a run marked FAIL is drawn up
+to where it stopped and labelled so. Also writes the curves as CSV next to the
 figure (``.csv``), so the numbers behind it can be checked.
 """
 
@@ -12,13 +13,28 @@ import argparse
 import csv
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .logs import curves
+from .records import load_record
 from .tables import Variant, table1_variants, parse_list, _read
 
 
-def figure1(root: Path, variants: Sequence[Variant], seed: int, out: Path, title: str = "") -> Path:
+def run_curves(root: Optional[Path], records: Optional[Path], key: str,
+               seed: int) -> Optional[Tuple[Dict[str, List[tuple]], str]]:
+    """``(curves, status)`` of one run: from its record, else its run folder's log; or None."""
+    record = load_record(records, key, seed)
+    if record is not None:
+        return {k: [tuple(p) for p in v] for k, v in record["curves"].items()}, record["status"]
+    run = root / key / f"seed{seed}" if root is not None else None
+    if run is None or not (run / "train.log").exists():
+        return None
+    state = _read(run / "train.json") or {}
+    return curves((run / "train.log").read_text(errors="replace")), state.get("status", "")
+
+
+def figure1(root: Optional[Path], variants: Sequence[Variant], seed: int, out: Path, title: str = "",
+            records: Optional[Path] = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -27,14 +43,12 @@ def figure1(root: Path, variants: Sequence[Variant], seed: int, out: Path, title
     rows = []
     drawn = 0
     for v in variants:
-        run = root / v.key / f"seed{seed}"
-        log = run / "train.log"
-        if not log.exists():
+        found = run_curves(root, records, v.key, seed)
+        if found is None:
             continue
-        c = curves(log.read_text(errors="replace"))
-        state = _read(run / "train.json") or {}
-        label = v.label + (" (FAIL)" if state.get("status") == "FAIL" else "")
-        style = "--" if state.get("status") == "FAIL" else "-"
+        c, status = found
+        label = v.label + (" (FAIL)" if status == "FAIL" else "")
+        style = "--" if status == "FAIL" else "-"
         if c["train_loss"]:
             xs, ys = zip(*c["train_loss"])
             ax_loss.plot(xs, ys, style, label=label, linewidth=1.2)
@@ -45,7 +59,8 @@ def figure1(root: Path, variants: Sequence[Variant], seed: int, out: Path, title
         for kind, points in c.items():
             rows += [(v.key, seed, kind, u, val) for u, val in points]
     if not drawn:
-        raise FileNotFoundError(f"no train.log under {root}/*/seed{seed}: nothing to plot")
+        raise FileNotFoundError(f"no record under {records} and no train.log under "
+                                f"{root}/*/seed{seed}: nothing to plot")
     ax_loss.set_xlabel("updates")
     ax_loss.set_ylabel("training loss (label-smoothed CE, base 2)")
     ax_loss.set_title("training loss")
@@ -70,17 +85,21 @@ def figure1(root: Path, variants: Sequence[Variant], seed: int, out: Path, title
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m un_fairseq.reproduce.plots", description=__doc__,
+    p = argparse.ArgumentParser(prog="python un_fairseq/reproduce/cli.py plots", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", required=True, help="root folder holding NORM/seedS run folders")
+    p.add_argument("--runs", help="root folder holding NORM/seedS run folders")
+    p.add_argument("--records", help="folder of run records (VARIANT-seedS.json); a record wins "
+                                     "over a run folder")
     p.add_argument("--seed", type=int, default=1, help="which seed's runs to draw (default 1)")
     p.add_argument("--norms", help="comma-separated norms (default: all eight)")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True, help="PNG to write (plus the curves as .csv)")
     args = p.parse_args(argv)
+    if not args.runs and not args.records:
+        p.error("give --runs, --records or both")
     try:
-        path = figure1(Path(args.runs), table1_variants(parse_list(args.norms)), args.seed,
-                       Path(args.out), args.title)
+        path = figure1(Path(args.runs) if args.runs else None, table1_variants(parse_list(args.norms)),
+                       args.seed, Path(args.out), args.title, Path(args.records) if args.records else None)
     except (ValueError, FileNotFoundError) as err:
         p.error(str(err))
     print(f"wrote {path} and {path.with_suffix('.csv')}")

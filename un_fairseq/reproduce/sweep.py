@@ -15,6 +15,7 @@ from typing import List
 
 from .config import REPO, ConfigError, load_dataset, load_profile
 from .evaluate import evaluate_run
+from .records import load_record, make_record, record_path, write_record
 from .tables import (ABLATIONS, TABLES, TABLE1_ORDER, collect, in_table_order, markdown_table, parse_list, runs_json,
                      table1_variants, table9_variants, table10_variants)
 from .train import resolve_data, run_training
@@ -62,6 +63,9 @@ def parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--momenta", help="comma-separated momenta (default: 0.9,0.8,0.7,0.6)")
     p.add_argument("--output", help=f"markdown table (default: RUNS/table{number}.md); the runs are "
                                     "also written as JSON next to it (-runs.json)")
+    p.add_argument("--records", help="folder of run records (VARIANT-seedS.json, to commit): a run "
+                                     "with a record is not trained again, each finished run gets one, "
+                                     "and the table and figure are built from them")
     p.add_argument("--retry-failed", action="store_true", help="train FAIL runs again")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra fairseq-train flags for every run")
@@ -95,6 +99,7 @@ def main(command: str, argv=None) -> int:
             variants = table10_variants(parse_list(args.momenta))
         runs = Path(args.runs) if args.runs else REPO / "work" / "runs" / f"{profile.name}-{dataset.name}"
         output = Path(args.output) if args.output else runs / f"{command}.md"
+        records = Path(args.records) if args.records else None
         if not args.dry_run and not data.is_dir():
             raise FileNotFoundError(f"data folder not found: {data} (pass --data DIR/bin)")
     except (ConfigError, ValueError, FileNotFoundError) as err:
@@ -115,6 +120,12 @@ def main(command: str, argv=None) -> int:
             folder = runs / v.key / f"seed{seed}"
             head = f"[{i}/{total}] {v.label} ({v.key}) seed {seed}"
             state = json.loads((folder / "train.json").read_text()) if (folder / "train.json").exists() else {}
+            record = load_record(records, v.key, seed)
+            if record is not None:
+                score = f"BLEU {record['bleu']}" if record["status"] == "done" else record["reason"]
+                print(f"{head}: recorded ({record['status']}, {score}) in "
+                      f"{record_path(records, v.key, seed)}, not run again")
+                continue
             if args.dry_run:
                 evaluated = (folder / "eval.json").exists()
                 print(f"{head}: {state.get('status', 'not started')}{', evaluated' if evaluated else ''}"
@@ -129,20 +140,25 @@ def main(command: str, argv=None) -> int:
                     evaluate_run(folder, data, dataset, profile.gen_flags, profile.avg_checkpoints)
                 elif state["status"] == "error":
                     errors.append(f"{v.key} seed {seed}: {state['reason']}")
+                record = make_record(folder, v.key, v.label, v.flags, seed) if records else None
+                if record is not None:
+                    print(f"  recorded in {write_record(records, record)}", flush=True)
             except (RuntimeError, ValueError, FileNotFoundError, ConfigError) as err:
                 errors.append(f"{v.key} seed {seed}: {err}")
                 print(f"  error: {err}", flush=True)
             # the table is rewritten after every run, so partial progress is always visible
-            write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name, quiet=True)
+            write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name, quiet=True,
+                          records=records)
     if args.dry_run:
         return 0
-    text = write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name)
+    text = write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name,
+                         records=records)
     if command == "table1" and (args.figure or "").lower() != "none":
         figure = Path(args.figure) if args.figure else runs / "figure1.png"
         try:
             from .plots import figure1
             figure1(runs, variants, seeds[0], figure,
-                    f"{profile.name} profile, {dataset.name}, seed {seeds[0]}")
+                    f"{profile.name} profile, {dataset.name}, seed {seeds[0]}", records)
             print(f"wrote {figure} (curves: {figure.with_suffix('.csv')})")
         except FileNotFoundError as err:
             print(f"no figure: {err}")
@@ -158,10 +174,10 @@ def main(command: str, argv=None) -> int:
 
 
 def write_outputs(command, variants, runs: Path, seeds, output: Path, profile: str, dataset: str,
-                  quiet: bool = False) -> str:
+                  quiet: bool = False, records: Path = None) -> str:
     if command == "table1":
         variants = in_table_order(variants)  # trained in the order given, listed in the paper's
-    results = collect(runs, variants, seeds)
+    results = collect(runs, variants, seeds, records)
     reference, ref_label = TABLES[command[len("table"):]][1:]
     title = (f"**{PAPER[command]}** — reproduction, profile `{profile}`, dataset `{dataset}`, "
              f"seeds {', '.join(map(str, seeds))}")

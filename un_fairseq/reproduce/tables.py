@@ -4,8 +4,8 @@ and the difference to the reference row (LN in Table 1, full UN in Table 9, alph
 A run folder is ``ROOT/VARIANT/seedS`` with ``train.json`` (from :mod:`.train`) and
 ``eval.json`` (from :mod:`.evaluate`).
 
-    python -m un_fairseq.reproduce.tables --table 1 --runs work/runs/mini-multi30k \
-        --seeds 1 --out results/mini-table1.md
+    python un_fairseq/reproduce/cli.py tables --table 1 --records results/multi30k \
+        --seeds 1,2 --rows layer,un,... --out results/multi30k-table1.md
 """
 
 import argparse
@@ -18,13 +18,17 @@ from typing import Dict, List, Optional, Sequence
 
 from .logs import final_updates
 from .norms import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
+from .records import load_record
 
 NORM_LABELS = {
-    "layer": "LN", "rms": "RMSNorm", "none": "no norm", "batch": "BN", "mabn": "MABN",
-    "power": "PN", "power_noscale": "PN* (no layer-scale)", "un": "UN",
+    "layer": "LN", "rms": "RMSNorm", "none": "NoNorm", "batch": "BN", "mabn": "MABN",
+    "power": "PN", "power_noscale": "PN*", "un": "UN",
 }
 #: Table 1 row order: online (per-token) norms first, then the batch-statistics ones.
 TABLE1_ORDER = ("layer", "rms", "none", "batch", "mabn", "power", "power_noscale", "un")
+#: Rows beyond the paper's, asked for by name (``--norms un,un-count-padding``): UN with the
+#: released code's statistics (padding tokens counted), listed after UN.
+TABLE1_EXTRA = {"un-count-padding": ("UN, padding counted (release)", "un", ["--un-count-padding"])}
 
 
 @dataclass
@@ -39,16 +43,21 @@ class Variant:
 
 def table1_variants(norms: Optional[Sequence[str]] = None) -> List[Variant]:
     norms = list(norms) if norms else list(TABLE1_ORDER)
-    bad = [n for n in norms if n not in NORM_TYPES]
+    bad = [n for n in norms if n not in NORM_TYPES and n not in TABLE1_EXTRA]
     if bad:
-        raise ValueError(f"unknown norm(s) {', '.join(bad)}: choose from {', '.join(NORM_TYPES)}")
-    return [Variant(n, NORM_LABELS[n], n, [],
-                    {"Offline": "✓" if n in OFFLINE_NORM_TYPES else "✗"}) for n in norms]
+        raise ValueError(f"unknown norm(s) {', '.join(bad)}: choose from "
+                         f"{', '.join((*NORM_TYPES, *TABLE1_EXTRA))}")
+    out = []
+    for key in norms:
+        label, norm, flags = TABLE1_EXTRA.get(key) or (NORM_LABELS[key], key, [])
+        out.append(Variant(key, label, norm, list(flags),
+                           {"Offline": "✓" if norm in OFFLINE_NORM_TYPES else "✗"}))
+    return out
 
 
 def in_table_order(variants: Sequence[Variant]) -> List[Variant]:
     """Table 1's rows in the paper's order whatever order they were trained in."""
-    rank = {n: i for i, n in enumerate(TABLE1_ORDER)}
+    rank = {n: i for i, n in enumerate((*TABLE1_ORDER, *TABLE1_EXTRA))}
     return sorted(variants, key=lambda v: rank.get(v.key, len(rank)))
 
 
@@ -136,8 +145,29 @@ def read_run(folder: Path, variant: str, seed: int) -> RunResult:
     return RunResult(variant, seed, "pending", **common)
 
 
-def collect(root: Path, variants: Sequence[Variant], seeds: Sequence[int]) -> Dict[str, List[RunResult]]:
-    return {v.key: [read_run(root / v.key / f"seed{s}", v.key, s) for s in seeds] for v in variants}
+def from_record(record: dict) -> RunResult:
+    """A committed run record (:mod:`.records`) as a table entry."""
+    failed = record["status"] == "FAIL"
+    return RunResult(record["variant"], int(record["seed"]), "FAIL" if failed else "ok",
+                     None if failed else float(record["bleu"]),
+                     None if failed or record.get("sacrebleu") is None else float(record["sacrebleu"]),
+                     record.get("sacrebleu_signature") or "", record.get("reason") or "",
+                     record.get("train_wall_s"), record.get("num_updates"))
+
+
+def collect(root: Optional[Path], variants: Sequence[Variant], seeds: Sequence[int],
+            records: Optional[Path] = None) -> Dict[str, List[RunResult]]:
+    """Each (row, seed) from its committed record under ``records`` when there is one, else
+    from its run folder ``root/KEY/seedS`` (pending when neither exists)."""
+    def one(v: Variant, seed: int) -> RunResult:
+        record = load_record(records, v.key, seed)
+        if record is not None:
+            return from_record(record)
+        if root is None:
+            return RunResult(v.key, seed, "pending")
+        return read_run(root / v.key / f"seed{seed}", v.key, seed)
+
+    return {v.key: [one(v, s) for s in seeds] for v in variants}
 
 
 @dataclass
@@ -228,13 +258,13 @@ TABLES = {
 }
 
 
-def build(table: str, root: Path, seeds: Sequence[int], rows: Optional[Sequence[str]] = None,
-          title: str = "") -> str:
+def build(table: str, root: Optional[Path], seeds: Sequence[int], rows: Optional[Sequence[str]] = None,
+          title: str = "", records: Optional[Path] = None) -> str:
     make, reference, ref_label = TABLES[table]
     variants = make(rows)
     if table == "1":
         variants = in_table_order(variants)
-    return markdown_table(variants, collect(root, variants, seeds), reference, title, ref_label)
+    return markdown_table(variants, collect(root, variants, seeds, records), reference, title, ref_label)
 
 
 def parse_list(text: Optional[str]) -> Optional[List[str]]:
@@ -245,21 +275,27 @@ def parse_list(text: Optional[str]) -> Optional[List[str]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m un_fairseq.reproduce.tables", description=__doc__,
+    p = argparse.ArgumentParser(prog="python un_fairseq/reproduce/cli.py tables", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", choices=sorted(TABLES), required=True)
-    p.add_argument("--runs", required=True, help="root folder holding VARIANT/seedS run folders")
+    p.add_argument("--runs", help="root folder holding VARIANT/seedS run folders")
+    p.add_argument("--records", help="folder of committed run records (VARIANT-seedS.json); a "
+                                     "record wins over a run folder")
     p.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 1,2,3")
     p.add_argument("--rows", help="comma-separated rows (norms for table 1, ablations for 9, momenta for 10)")
     p.add_argument("--title", default="")
     p.add_argument("--out", help="markdown file to write (default: print)")
     args = p.parse_args(argv)
-    root = Path(args.runs)
-    if not root.is_dir():
-        p.error(f"--runs {root}: folder not found")
+    if not args.runs and not args.records:
+        p.error("give --runs, --records or both")
+    root = Path(args.runs) if args.runs else None
+    records = Path(args.records) if args.records else None
+    for flag, folder in (("--runs", root), ("--records", records)):
+        if folder is not None and not folder.is_dir():
+            p.error(f"{flag} {folder}: folder not found")
     try:
         seeds = [int(s) for s in parse_list(args.seeds) or []]
-        text = build(args.table, root, seeds, parse_list(args.rows), args.title)
+        text = build(args.table, root, seeds, parse_list(args.rows), args.title, records)
     except ValueError as err:
         p.error(str(err))
     if args.out:
