@@ -235,6 +235,40 @@ def test_parse_generate_and_references(tmp_path):
     assert score < 100.0 and "case:mixed" in sig
 
 
+def test_compare_fused_with_unfused_generate_outputs(tmp_path, capsys):
+    """The demo's last step: both BLEUs, identical hypotheses, fairseq-generate's own timing,
+    example translations; exit 1 when folding changed the BLEU, 2 on a truncated output."""
+    from un_fairseq.reproduce import compare
+
+    def output(hyp0, seconds, bleu):
+        return textwrap.dedent(f"""\
+            S-1\tein hund
+            T-1\ta dog
+            H-1\t-0.3\ta dog
+            S-0\tzwei katzen
+            T-0\ttwo cats .
+            H-0\t-0.2\t{hyp0}
+            2026-01-01 | INFO | fairseq_cli.generate | Translated 2 sentences (9 tokens) in {seconds}s (0.50 sentences/s, 2.25 tokens/s)
+            Generate test with beam=5: BLEU4 = {bleu}, 80.0/50.0/33.3/25.0 (BP=0.8, ratio=0.8, syslen=4, reflen=5)
+            """)
+
+    unfused, fused = tmp_path / "u.txt", tmp_path / "f.txt"
+    unfused.write_text(output("two cats", 4.0, 41.23))
+    fused.write_text(output("two cats", 3.0, 41.23))
+    assert compare.parse_speed(unfused.read_text()) == dict(sentences=2, tokens=9, seconds=4.0,
+                                                            sentences_per_s=0.5)
+    assert compare.compare(unfused, fused, examples=2) == 0
+    out = capsys.readouterr().out
+    assert "identical hypotheses: 2 / 2" in out and "takes 0.75x the time" in out
+    assert "source:      zwei katzen" in out and "UN (fused): two cats" in out
+    fused.write_text(output("two dogs", 3.0, 30.0))
+    assert compare.compare(unfused, fused) == 1
+    assert "identical hypotheses: 1 / 2" in capsys.readouterr().out
+    fused.write_text("S-0\tzwei katzen\n")  # cut short: no BLEU line
+    assert compare.main(["--unfused", str(unfused), "--fused", str(fused)]) == 2
+    assert "no BLEU4 line" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- FAIL marking, with a stand-in fairseq-train
 
 

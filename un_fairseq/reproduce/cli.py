@@ -12,7 +12,7 @@ from pathlib import Path
 
 COMMANDS = {
     "train": "train", "evaluate": "evaluate", "table1": "sweep", "table9": "sweep",
-    "table10": "sweep", "tables": "tables", "plots": "plots",
+    "table10": "sweep", "tables": "tables", "plots": "plots", "compare": "compare",
 }
 
 
