@@ -26,12 +26,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from un_fairseq.benchmarks.common import (  # noqa: E402
+from un_fairseq.benchmarks.common import (
     build_variant_models, machine_info, model_args, peak_memory, round_robin, toy_task,
 )
-from un_fairseq.fuse import build_from_state, fuse_model  # noqa: E402
+from un_fairseq.fuse import build_from_state, fuse_model
 
 VARIANTS = ("LN", "UN", "UN fused", "no norm")
 

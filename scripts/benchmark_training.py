@@ -25,13 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from un_fairseq.benchmarks.common import (  # noqa: E402
+from un_fairseq.benchmarks.common import (
     build_variant_models, machine_info, model_args, round_robin, toy_task,
 )
-from un_fairseq.benchmarks.un1d_emulation import UN1dCostEmulation  # noqa: E402
-from un_fairseq.modules import UnifiedNorm  # noqa: E402
+from un_fairseq.benchmarks.un1d_emulation import UN1dCostEmulation
+from un_fairseq.modules import UnifiedNorm
 
 STEADY = 5000  # a step count past UN's warmup (4000) and the r warmup (1000)
 

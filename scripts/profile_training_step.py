@@ -14,17 +14,13 @@ warmups (geometric mean, gradient compensation, moving averages: its most expens
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task  # noqa: E402
-from un_fairseq.modules import UnifiedNorm  # noqa: E402
+from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
+from un_fairseq.modules import UnifiedNorm
 
 NORM_OPS = {
     "layer": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
