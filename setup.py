@@ -13,7 +13,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["un_fairseq", "un_fairseq.*"]),
+    packages=find_packages(include=["un_fairseq", "un_fairseq.*", "un_tools", "un_tools.*"]),
     install_requires=[
         "torch>=2.6",  # installed first; no CUDA build is pinned here
         "ve-fairseq==0.12.3",  # fairseq's main branch packaged for Python 3.11/3.12

@@ -53,6 +53,6 @@ fi
 .venv/bin/python -m fairseq_cli.generate "$DATA/bin" --user-dir un_fairseq --path "$RUN/avg_fused.pt" \
   --gen-subset test --beam 5 --batch-size 128 --remove-bpe sentencepiece --cpu \
   > "$RUN/generate-test-fused.txt" 2>&1
-.venv/bin/python un_fairseq/reproduce/cli.py compare --unfused "$RUN/generate-test.txt" \
+.venv/bin/python -m un_tools.reproduce.cli compare --unfused "$RUN/generate-test.txt" \
   --fused "$RUN/generate-test-fused.txt" --label "$NORM"
 echo "[demo] outputs: $RUN/generate-test.txt (unfused), $RUN/generate-test-fused.txt (fused), $RUN/avg_fused.pt"

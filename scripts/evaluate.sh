@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Evaluate one run: average the last epoch checkpoints, beam 5, tokenised BLEU + sacreBLEU.
-# Usage: scripts/evaluate.sh --help. Details: docs/reproduce.md. The logic is in un_fairseq/reproduce/.
+# Usage: scripts/evaluate.sh --help. Details: docs/reproduce.md. The logic is in un_tools/reproduce/.
 # Set PYTHON to choose the interpreter (default: .venv/bin/python if present, else python).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
 fi
-exec "$PYTHON" "$ROOT/un_fairseq/reproduce/cli.py" evaluate "$@"
+exec "$PYTHON" -m un_tools.reproduce.cli evaluate "$@"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Table 10: UN momentum 0.9 / 0.8 / 0.7 / 0.6.
-# Usage: scripts/reproduce-table10.sh --help. Details: docs/reproduce.md. The logic is in un_fairseq/reproduce/.
+# Usage: scripts/reproduce-table10.sh --help. Details: docs/reproduce.md. The logic is in un_tools/reproduce/.
 # Set PYTHON to choose the interpreter (default: .venv/bin/python if present, else python).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
 fi
-exec "$PYTHON" "$ROOT/un_fairseq/reproduce/cli.py" table10 "$@"
+exec "$PYTHON" -m un_tools.reproduce.cli table10 "$@"

@@ -1,5 +1,5 @@
 """The reproduction pipeline (configs/, scripts/train.sh, evaluate.sh, reproduce-table*.sh,
-un_fairseq/reproduce): table aggregation on synthetic run folders, divergence detection on
+un_tools/reproduce): table aggregation on synthetic run folders, divergence detection on
 synthetic fairseq logs, FAIL marking with a stand-in for fairseq-train, every script's --help and
 errors, and one real smoke sweep through fairseq on the toy corpus (then its resume)."""
 
@@ -12,8 +12,8 @@ import textwrap
 import pytest
 
 from fairseq_fixtures import REPO
-from un_fairseq.reproduce import config, evaluate, logs, tables, train
-from un_fairseq.reproduce.norms import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
+from un_tools.norm_names import NORM_TYPES
+from un_tools.reproduce import config, evaluate, logs, tables, train
 
 SCRIPTS = ["train.sh", "evaluate.sh", "reproduce-table1.sh", "reproduce-table9.sh", "reproduce-table10.sh"]
 ENV = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore")
@@ -30,14 +30,13 @@ def script(name, *args, check=False, timeout=300):
 # ---------------------------------------------------------------- names and configs
 
 
-def test_norm_names_match_the_package():
-    from un_fairseq.models.norm_args import NORM_DEFAULTS
-    from un_fairseq import modules
-
-    assert NORM_TYPES == modules.NORM_TYPES
-    assert OFFLINE_NORM_TYPES == modules.OFFLINE_NORM_TYPES
-    assert UN_DEFAULT_MOMENTUM == NORM_DEFAULTS["un_momentum"]
+def test_table1_covers_every_norm_and_the_drivers_load_neither_fairseq_nor_torch():
     assert sorted(tables.TABLE1_ORDER) == sorted(NORM_TYPES)
+    probe = ("import sys, un_tools.reproduce.cli as c, importlib\n"
+             "for m in set(c.COMMANDS.values()): importlib.import_module('un_tools.reproduce.' + m)\n"
+             "print(sorted(n for n in ('fairseq', 'torch') if n in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_iwslt14_profile_is_the_authors_recipe():
@@ -157,7 +156,7 @@ def test_table1_aggregation_with_fail_and_pending_runs(tmp_path):
 def test_table1_from_committed_records_alone(tmp_path):
     """Records rebuild the table on a machine without the run folders; the extra UN row
     (padding counted) comes after UN; a record wins over its run folder."""
-    from un_fairseq.reproduce import records
+    from un_tools.reproduce import records
 
     runs, recs = tmp_path / "runs", tmp_path / "records"
     variants = {v.key: v for v in tables.table1_variants(["layer", "un", "un-count-padding", "none"])}
@@ -238,7 +237,7 @@ def test_parse_generate_and_references(tmp_path):
 def test_compare_fused_with_unfused_generate_outputs(tmp_path, capsys):
     """The demo's last step: both BLEUs, identical hypotheses, fairseq-generate's own timing,
     example translations; exit 1 when folding changed the BLEU, 2 on a truncated output."""
-    from un_fairseq.reproduce import compare
+    from un_tools.reproduce import compare
 
     def output(hyp0, seconds, bleu):
         return textwrap.dedent(f"""\
@@ -405,7 +404,7 @@ def test_missing_default_reference_falls_back_to_fairseq_references(toy_data, tm
     evaluation says so and scores against fairseq's detokenised T- lines instead."""
     import dataclasses
 
-    from un_fairseq.reproduce import config, evaluate
+    from un_tools.reproduce import config, evaluate
 
     runs = tmp_path / "runs"
     script("reproduce-table1.sh", "--scale", "smoke", "--dataset", "toy", "--data", toy_data, "--runs", runs,

@@ -5,7 +5,7 @@ from typing import Any, Dict
 
 import torch
 
-from .atomic import atomic_path
+from un_tools.atomic import atomic_path
 from .checkpoint_safety import allow_fairseq_checkpoint_types
 
 

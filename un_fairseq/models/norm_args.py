@@ -9,6 +9,8 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
+from un_tools.norm_names import UN_DEFAULT_MOMENTUM
+
 from ..modules import NORM_TYPES, build_norm
 from ..modules.options import check_eps, check_momentum, check_warmup, check_window
 
@@ -93,7 +95,7 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
 
 NORM_DEFAULTS = dict(
     norm_type="un", encoder_norm_type=None, decoder_norm_type=None,
-    un_window=4, un_warmup=4000, un_momentum=0.9, un_eps=1e-5, un_outlier_filtration=False,
+    un_window=4, un_warmup=4000, un_momentum=UN_DEFAULT_MOMENTUM, un_eps=1e-5, un_outlier_filtration=False,
     un_count_padding=False, un_no_fp_gm=False, un_no_bp_sma=False, un_no_bp_ema=False,
     pn_warmup=None, pn_alpha_fwd=0.9, pn_alpha_bkw=0.9,
     mabn_window=16, mabn_warmup=100, mabn_momentum=0.98, bn_momentum=0.1,

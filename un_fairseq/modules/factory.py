@@ -4,16 +4,13 @@ from typing import Any, Dict
 
 from torch import nn
 
+from un_tools.norm_names import NORM_TYPES, OFFLINE_NORM_TYPES
+
 from .batch_norm import MaskedBatchNorm
 from .mabn import MABN
 from .online_norms import LayerNorm, NoNorm, RMSNorm
 from .power_norm import PowerNorm
 from .unified_norm import UnifiedNorm
-
-NORM_TYPES = ("un", "layer", "rms", "power", "power_noscale", "batch", "mabn", "none")
-
-#: Normalizers whose inference map is a fixed per-channel affine map (foldable).
-OFFLINE_NORM_TYPES = ("un", "power_noscale", "batch", "mabn")
 
 
 def build_norm(name: str, num_features: int, **options: Any) -> nn.Module:

@@ -3,7 +3,7 @@ last step of ``scripts/demo.sh``): the BLEU of both, whether every hypothesis is
 model's translation speed as fairseq-generate measured it (its ``Translated N sentences ... in
 Ts`` line: the generation loop only, model loading excluded), and a few example translations.
 
-    python un_fairseq/reproduce/cli.py compare --unfused RUN/generate-test.txt \
+    python -m un_tools.reproduce.cli compare --unfused RUN/generate-test.txt \
         --fused RUN/generate-test-fused.txt [--examples 5]
 
 Exit status 1 when the BLEU scores differ (folding must not change the translations).
@@ -80,7 +80,7 @@ def compare(unfused: Path, fused: Path, examples: int = 5, label: str = "UN") ->
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python un_fairseq/reproduce/cli.py compare", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m un_tools.reproduce.cli compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--unfused", required=True, help="fairseq-generate output of the unfused model")
     p.add_argument("--fused", required=True, help="fairseq-generate output of the fused model")

@@ -4,7 +4,7 @@ and the difference to the reference row (LN in Table 1, full UN in Table 9, alph
 A run folder is ``ROOT/VARIANT/seedS`` with ``train.json`` (from :mod:`.train`) and
 ``eval.json`` (from :mod:`.evaluate`).
 
-    python un_fairseq/reproduce/cli.py tables --table 1 --records results/multi30k \
+    python -m un_tools.reproduce.cli tables --table 1 --records results/multi30k \
         --seeds 1,2 --rows layer,un,... --out results/multi30k-table1.md
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .logs import final_updates
-from .norms import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
+from ..norm_names import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
 from .records import load_record
 
 NORM_LABELS = {
@@ -275,7 +275,7 @@ def parse_list(text: Optional[str]) -> Optional[List[str]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python un_fairseq/reproduce/cli.py tables", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m un_tools.reproduce.cli tables", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", choices=sorted(TABLES), required=True)
     p.add_argument("--runs", help="root folder holding VARIANT/seedS run folders")

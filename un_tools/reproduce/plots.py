@@ -1,6 +1,6 @@
 """Figure 1 of the paper: training loss and validation BLEU over updates, one line per normalizer.
 
-    python un_fairseq/reproduce/cli.py plots --records results/multi30k --seed 1 \
+    python -m un_tools.reproduce.cli plots --records results/multi30k --seed 1 \
         --out results/multi30k-figure1.png [--norms layer,un,...] [--runs work/runs/...]
 
 Reads each run's curves from its committed record (``--records``) or else from its
@@ -85,7 +85,7 @@ def figure1(root: Optional[Path], variants: Sequence[Variant], seed: int, out: P
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python un_fairseq/reproduce/cli.py plots", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m un_tools.reproduce.cli plots", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", help="root folder holding NORM/seedS run folders")
     p.add_argument("--records", help="folder of run records (VARIANT-seedS.json); a record wins "

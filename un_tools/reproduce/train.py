@@ -28,7 +28,7 @@ from typing import List, Optional
 
 
 from ..atomic import atomic_path
-from .norms import NORM_TYPES
+from ..norm_names import NORM_TYPES
 from .config import REPO, ConfigError, Profile, Dataset, load_dataset, load_profile, flag_value
 from .logs import DivergenceMonitor, fatal_error, parse_line
 

@@ -1,0 +1,7 @@
+"""Tools of un-fairseq that must start fast and run without fairseq or torch: importing this
+package loads neither (``un_fairseq``, the plugin, imports fairseq to register its models).
+
+- :mod:`.atomic`: file output that is never left half-written;
+- :mod:`.norm_names`: the normalizer names (the plugin's factory reads them from here);
+- :mod:`.reproduce`: the drivers of ``scripts/train.sh``, ``evaluate.sh``, ``reproduce-table*.sh``.
+"""
