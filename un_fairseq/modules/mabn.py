@@ -1,7 +1,7 @@
 """Moving-average batch normalisation (Yan et al., "Towards Stabilizing Batch Statistics in
 Backward Propagation of Batch Normalization", ICLR 2020): offline, foldable at inference.
 
-As in the spec (``shared/docs/normalizers.md``): no mean subtraction; the forward divides by
+As in the spec (``docs/normalizers.md``): no mean subtraction; the forward divides by
 the arithmetic mean of the last ``M`` quadratic means, the backward subtracts the mean of
 the last ``M`` gradient statistics; the renormalisation factor ``r`` multiplies the forward
 as a constant. Defaults are the released ones (``real_B / B = 32 / 2`` -> window 16,

@@ -1,7 +1,7 @@
 """PowerNorm (Shen et al., "PowerNorm: Rethinking Batch Normalization in Transformers",
 ICML 2020), with and without its group layer-scale.
 
-As in the spec (``shared/docs/normalizers.md``): an optional per-token group scaling
+As in the spec (``docs/normalizers.md``): an optional per-token group scaling
 (``GroupScaling1D``), then division by the current quadratic mean during warmup and by its
 running average ``phi`` after; the backward subtracts a running gradient estimate
 ``nu = (1 - alpha_b) * Gamma``. With the layer-scale (PN) the inference map depends on each

@@ -1,7 +1,7 @@
 """Unified Normalization (Yang et al., "Unified Normalization for Accelerating and
 Stabilizing Transformers", ACM MM 2022): offline, foldable at inference.
 
-Semantics are the authors' released ``UN1d`` (see ``shared/docs/normalizers.md``, the spec):
+Semantics are the authors' released ``UN1d`` (see ``docs/normalizers.md``, the spec):
 the forward normalises by the geometric mean of the last ``M`` quadratic means (paper
 Eq. 9-11), the backward by a simple moving average of the last ``M`` gradient statistics
 smoothed by an EMA (Eq. 12-14), with the release's gradient compensation ``r`` (from MABN)
