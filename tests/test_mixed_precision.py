@@ -72,12 +72,18 @@ LOW_RMS_CHANNELS = torch.tensor([1.0, 1e-3, 0.5, 2.0, 1e-3, 300.0, 1.0, 1e-2])
 
 def _half_batch(gen, S, T=6, B=4, C=8):
     """x with low-variance (rms 1e-3) and outlier (rms 300) channels, an upstream gradient
-    that correlates with x (defect 2 of issue 8) times the loss scale ``S``; fp16 values."""
+    that correlates with x, times the loss scale ``S``; fp16 values. ``S = 0`` is defect 2 of
+    issue 8 as filed: no loss scale, a gradient of size 8 that follows x closely, so that
+    ``c / (sigma2 + eps)`` is about 2e5 on the low-variance channels."""
     x = torch.randn(T, B, C, generator=gen) * LOW_RMS_CHANNELS
     lengths = torch.tensor([T, T - 1, T - 3, 2])
     mask = torch.arange(T)[None, :] >= lengths[:, None]
-    dy = 1e-3 * (0.8 * x / LOW_RMS_CHANNELS + 0.2 * torch.randn(T, B, C, generator=gen))
-    return x.half(), mask, (S * dy).half()
+    noise = torch.randn(T, B, C, generator=gen)
+    if S == 0:
+        dy = 8.0 * (x / LOW_RMS_CHANNELS + 0.1 * noise)
+    else:
+        dy = S * 1e-3 * (0.8 * x / LOW_RMS_CHANNELS + 0.2 * noise)
+    return x.half(), mask, dy.half()
 
 
 def _assert_half_close(got, exp, what):
@@ -92,7 +98,8 @@ def _assert_half_close(got, exp, what):
     assert (err <= 2e-2 * scale + 4 * 2.0**-24).all(), f"{what}: max error {float((err / scale).max()):.3g} of the channel scale"
 
 
-@pytest.mark.parametrize("S", [1.0, 2.0**7, 2.0**11, 2.0**15, 2.0**17, 2.0**20], ids=lambda s: f"S{int(s)}")
+@pytest.mark.parametrize("S", [0, 1.0, 2.0**7, 2.0**11, 2.0**15, 2.0**17, 2.0**20],
+                         ids=lambda s: f"S{int(s)}" if s else "defect2")
 @pytest.mark.parametrize("kind", ["un", "power", "power_noscale", "mabn"])
 def test_fp16_backward_overflows_only_where_the_true_gradient_does(kind, S):
     C = 8
