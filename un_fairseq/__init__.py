@@ -2,10 +2,12 @@
 Table 1 as drop-in replacements for LayerNorm in fairseq's pre-norm Transformer.
 
 Loaded by fairseq with ``--user-dir un_fairseq``: importing it registers the
-``transformer_un*`` architectures and lets fairseq checkpoints load under torch's safe
-``weights_only=True`` unpickler.
+``transformer_un*`` architectures, lets fairseq checkpoints load under torch's safe
+``weights_only=True`` unpickler, and connects the norms to fairseq's fp16 / amp optimizer
+wrappers (loss scale, rollback of skipped updates: ``fp16_hooks.py``).
 """
 
-from . import checkpoint_safety, models  # noqa: F401
+from . import checkpoint_safety, fp16_hooks, models  # noqa: F401
 
 checkpoint_safety.allow_fairseq_checkpoint_types()
+fp16_hooks.install()

@@ -7,10 +7,12 @@ given; ``padding_mask`` is ``B x T`` bool with True at padding.
 """
 
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from . import step_rollback
 
 
 class PaddingAwareNorm(nn.Module):
@@ -23,14 +25,31 @@ class PaddingAwareNorm(nn.Module):
 
     context_padding_mask: Optional[Tensor] = None
 
-    #: float buffers that hold statistics: they stay float32 under `model.half()`.
+    #: float buffers that hold statistics: they keep their float32 values exactly under
+    #: `.half()`, `.bfloat16()`, `.to(dtype)`, `model.half()` (only their device follows).
     stat_buffers: Tuple[str, ...] = ()
 
     def _apply(self, fn, *args, **kwargs):
+        float32 = {name: self._buffers[name] for name in self.stat_buffers}
         super()._apply(fn, *args, **kwargs)
-        for name in self.stat_buffers:
-            self._buffers[name] = self._buffers[name].float()
+        for name, old in float32.items():
+            new = self._buffers[name]
+            if new.dtype != old.dtype:  # a dtype change: keep the float32 values, move them only
+                self._buffers[name] = old.to(new.device)
         return self
+
+    def _training_forward_begins(self) -> None:
+        """Called before each training forward that may change state: lets
+        :mod:`.step_rollback` save the state once per optimizer step under fp16 / amp."""
+        step_rollback.remember(self)
+
+    def state_snapshot(self) -> Dict[str, Any]:
+        """A copy of everything a training forward or backward changes."""
+        return {"buffers": {n: b.clone() for n, b in self._buffers.items() if b is not None}}
+
+    def restore_snapshot(self, snapshot: Dict[str, Any]) -> None:
+        for name, saved in snapshot["buffers"].items():
+            self._buffers[name].copy_(saved)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         if padding_mask is None:
@@ -81,30 +100,52 @@ def as_rows(
     return rows, keep, keep.sum().clamp_min(1.0)
 
 
+class HostFlag:
+    """A 0-dim bool tensor read on the host later, without waiting on the device now.
+
+    On an accelerator the value is copied into pinned host memory behind an event, and
+    reading it waits for that event only (the copy is long done by then, since fairseq reads
+    the loss every step); on CPU it is the tensor itself. ``event`` replaces the
+    accelerator's event (tests drive the waiting logic on CPU with it).
+    """
+
+    def __init__(self, ok: Tensor, event: Any = None) -> None:
+        on_host = ok.device.type == "cpu"
+        if on_host and event is None:
+            self.value, self.event = ok, None
+            return
+        self.value = torch.empty((), dtype=torch.bool, pin_memory=not on_host)
+        self.value.copy_(ok, non_blocking=not on_host)
+        self.event = torch.Event(device=ok.device) if event is None else event
+        self.event.record()
+
+    def __bool__(self) -> bool:
+        if self.event is not None:
+            self.event.synchronize()
+        return bool(self.value)
+
+
 class StepCountedNorm(PaddingAwareNorm):
     """A stateful normalizer that counts its finite training forward calls ``t``.
 
     The count lives in the ``num_steps`` buffer (so checkpoints keep it) and is mirrored on
     the host, so that ``t``-dependent choices (warmup, ring slot) need no device sync. A
     non-finite batch leaves ``num_steps`` unchanged on the device; the host mirror learns of
-    it at the next call from a flag copied asynchronously (already there by then, since
-    fairseq reads the loss every step), and rolls back.
+    it at the next call from a :class:`HostFlag` and rolls back.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
         self._host_steps = 0
-        self._pending_ok = None
+        self._pending_ok: Optional[HostFlag] = None
 
     def _next_step(self) -> int:
         """The 1-based index ``t`` of the training call about to run."""
+        self._training_forward_begins()
         if self._pending_ok is not None:
-            flag, event = self._pending_ok
-            self._pending_ok = None
-            if event is not None:
-                event.synchronize()
-            if not bool(flag):
+            finite, self._pending_ok = self._pending_ok, None
+            if not finite:
                 self._host_steps -= 1
         return self._host_steps + 1
 
@@ -112,14 +153,14 @@ class StepCountedNorm(PaddingAwareNorm):
         """Record the call whose statistics were finite iff ``ok`` (0-dim bool tensor)."""
         self.num_steps.add_(ok.to(self.num_steps.dtype))
         self._host_steps += 1
-        if ok.is_cuda:
-            flag = torch.empty((), dtype=torch.bool, pin_memory=True)
-            flag.copy_(ok, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._pending_ok = (flag, event)
-        else:
-            self._pending_ok = (ok, None)
+        self._pending_ok = HostFlag(ok)
+
+    def state_snapshot(self) -> Dict[str, Any]:
+        return {**super().state_snapshot(), "host": (self._host_steps, self._pending_ok)}
+
+    def restore_snapshot(self, snapshot: Dict[str, Any]) -> None:
+        super().restore_snapshot(snapshot)
+        self._host_steps, self._pending_ok = snapshot["host"]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -52,6 +52,7 @@ class MaskedBatchNorm(PaddingAwareNorm):
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         if not self.training:
             return self.inference_affine(x)
+        self._training_forward_begins()
         rows, keep, n = as_rows(x, padding_mask)
         rows32 = rows.float()
         mean = _masked_mean(rows32, keep, n)

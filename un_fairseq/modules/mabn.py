@@ -1,7 +1,7 @@
 """Moving-average batch normalisation (Yan et al., "Towards Stabilizing Batch Statistics in
 Backward Propagation of Batch Normalization", ICLR 2020): offline, foldable at inference.
 
-As in the spec (``shared/docs/normalizers.md``): no mean subtraction; the forward divides by
+As in the spec (``docs/normalizers.md``): no mean subtraction; the forward divides by
 the arithmetic mean of the last ``M`` quadratic means, the backward subtracts the mean of
 the last ``M`` gradient statistics; the renormalisation factor ``r`` multiplies the forward
 as a constant. Defaults are the released ones (``real_B / B = 32 / 2`` -> window 16,
@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import loss_scale
 from .base import StepCountedNorm, as_rows, keep_if
 from .row_sums import RowGrad, quadratic_mean
 from .options import check_eps, check_momentum, check_warmup, check_window
@@ -100,13 +101,16 @@ class _MABNFunction(torch.autograd.Function):
         x, keep, inv_std, weight, r, ok = ctx.saved_tensors
         mabn, t = ctx.mabn, ctx.t
         gamma_r = weight.float() if r is None else weight.float() * r
-        grad = RowGrad(dy, x, keep, ctx.n, gamma_r * inv_std)
-        gz = gamma_r * inv_std * grad.mean_dyx
+        grad = RowGrad(dy, x, keep, ctx.n, gamma_r, inv_std, inv_std)
+        gz = grad.mean_gz
+        scale = loss_scale.current()  # keep phi in unscaled units (see loss_scale.py)
+        if not loss_scale.is_one(scale):
+            gz = gz / scale
         ok = ok & torch.isfinite(gz).all()
         slot = t % mabn.window
         mabn.phi[slot] = keep_if(ok, gz, mabn.phi[slot])
         psi = gz if mabn._uses_current_batch(t) else mabn.phi.mean(0)
-        dx = grad.dx(psi * inv_std * inv_std)
-        dgamma = inv_std * grad.sum_dyx if r is None else r * inv_std * grad.sum_dyx
-        dbeta = grad.sum_dy
-        return dx, dgamma.to(weight.dtype), dbeta.to(weight.dtype), None, None, None, None
+        if not loss_scale.is_one(scale):
+            psi = psi * scale
+        dx = grad.dx(psi)
+        return dx, grad.dgamma(r).to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None

@@ -1,7 +1,7 @@
 """PowerNorm (Shen et al., "PowerNorm: Rethinking Batch Normalization in Transformers",
 ICML 2020), with and without its group layer-scale.
 
-As in the spec (``shared/docs/normalizers.md``): an optional per-token group scaling
+As in the spec (``docs/normalizers.md``): an optional per-token group scaling
 (``GroupScaling1D``), then division by the current quadratic mean during warmup and by its
 running average ``phi`` after; the backward subtracts a running gradient estimate
 ``nu = (1 - alpha_b) * Gamma``. With the layer-scale (PN) the inference map depends on each
@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import loss_scale
 from .base import StepCountedNorm, as_rows, keep_if
 from .row_sums import RowGrad, quadratic_mean
 from .options import check_eps, check_momentum, check_warmup
@@ -121,12 +122,12 @@ class _PowerNormFunction(torch.autograd.Function):
         pn = ctx.pn
         gamma = weight.float()
         nu = (1 - pn.alpha_bkw) * pn.grad_ema
-        grad = RowGrad(dy, x, keep, ctx.n, gamma * inv_s)
+        scale = loss_scale.current()  # keep grad_ema in unscaled units (see loss_scale.py)
+        grad = RowGrad(dy, x, keep, ctx.n, gamma, inv_fwd, inv_s)
         # mean(gh * z) with gh = g - nu z and z = x * inv_fwd, mean(x^2) being s
-        delta = gamma * inv_fwd * grad.mean_dyx - nu * inv_fwd * inv_fwd * s
+        gz = grad.mean_gz if loss_scale.is_one(scale) else grad.mean_gz / scale
+        delta = gz - nu * inv_fwd * inv_fwd * s
         ok = ok & torch.isfinite(delta).all()
         pn.grad_ema.copy_(keep_if(ok, pn.grad_ema + delta, pn.grad_ema))
-        dx = grad.dx(nu * inv_fwd * inv_s)
-        dgamma = inv_fwd * grad.sum_dyx
-        dbeta = grad.sum_dy
-        return dx, dgamma.to(weight.dtype), dbeta.to(weight.dtype), None, None, None, None
+        dx = grad.dx(nu if loss_scale.is_one(scale) else nu * scale)
+        return dx, grad.dgamma().to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None

@@ -1,13 +1,20 @@
-"""Per-channel sums over the rows (tokens) of ``N x C`` activations, without temporaries.
+"""Per-channel sums over the rows (tokens) of ``N x C`` activations, and the input gradient
+of the offline norms, without avoidable temporaries.
 
-On CPU float32 every reduction goes through ATen's eval-mode batch-norm backward kernel,
-which computes ``dy * w * invstd``, ``sum(dy * (x - mean) * invstd)`` and ``sum(dy)`` in one
-fused pass: with ``mean = 0`` and ``invstd = 1`` it is exactly the sums the offline norms
-need. Elsewhere (CUDA, where temporaries are cheap, or half precision) plain float32 ops.
+Two code paths, chosen per call by :func:`_fused`:
 
-The offline norms with a hand-written gradient (UN, MABN, PowerNorm) all have
-``dx = dy * a - x * b`` with per-channel ``a``, ``b`` and the ``b`` term (the statistics
-correction) on real tokens only; :class:`RowGrad` builds it in that order.
+- CPU float32: every reduction goes through ATen's eval-mode batch-norm backward kernel,
+  which computes ``dy * w * invstd``, ``sum(dy * (x - mean) * invstd)`` and ``sum(dy)`` in
+  one fused pass: with ``mean = 0`` and ``invstd = 1`` it is exactly the sums the offline
+  norms need.
+- everything else (CUDA, half and bfloat16 anywhere): plain ops in the activations' dtype
+  that never form a full-size float32 copy, with float32 accumulation, in the spec's order
+  ``dx = (g - c z) * out_scale`` with ``z = x * z_scale`` (spec, "UN" backward step 5), so
+  that every half-precision intermediate is of the size of ``z`` (about 1), ``g`` or the
+  result: an fp16 backward overflows only where the true gradient does.
+
+Tests run the whole float64-reference suite through both paths on CPU by setting
+:data:`use_fused_cpu_kernel` to False.
 """
 
 from typing import Optional
@@ -19,8 +26,13 @@ _bn_backward = torch.ops.aten.native_batch_norm_backward
 _EPS = 1e-5
 
 
+#: Take the fused CPU float32 kernel where it applies; False forces the plain ops that CUDA
+#: and half precision run (tests switch it to run that path on CPU).
+use_fused_cpu_kernel = True
+
+
 def _fused(*tensors: Tensor) -> bool:
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+    return use_fused_cpu_kernel and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
 def _unit_stats(like: Tensor):
@@ -43,31 +55,69 @@ def kept(x: Tensor, keep: Optional[Tensor]) -> Tensor:
 
 
 def quadratic_mean(x: Tensor, keep: Optional[Tensor], n) -> Tensor:
-    """``s = mean over real rows of x^2`` per channel, float32 (spec step 2)."""
-    return sum_of_products(x, kept(x, keep)) / n
+    """``s = mean over real rows of x^2`` per channel, float32 (spec step 2).
+
+    Off the fused path the squares are accumulated in float32 by ``vector_norm`` (no
+    ``x * x`` in half precision, which overflows above 256)."""
+    if _fused(x):
+        return sum_of_products(x, kept(x, keep)) / n
+    return torch.linalg.vector_norm(kept(x, keep), dim=0, dtype=torch.float32).square() / n
 
 
 class RowGrad:
-    """The pieces of ``dx = dy * a - x * b`` and the sums they need.
+    """The input gradient ``dx = (g - c * z) * out_scale`` of an offline norm on rows, and the
+    sums its statistics need, with ``g = dy * gain``, ``z = x * z_scale`` (0 on padding rows,
+    so padding gets no correction).
 
-    After construction: ``mean_dyx`` (mean over real rows of ``dy * x``), ``sum_dyx`` (sum
-    over all rows), ``sum_dy``; then :meth:`dx` with the correction coefficient ``b``.
+    ``gain``, ``z_scale``, ``out_scale`` and the later ``c`` are float32 per-channel ``(C,)``;
+    ``dy`` and ``x`` are ``N x C`` of one dtype, ``keep`` ``N x 1`` or None. UN and MABN:
+    ``gain = gamma * r``, ``z_scale = out_scale = 1 / sqrt(sigma2 + eps)``; PowerNorm:
+    ``gain = gamma``, ``z_scale`` its forward divisor, ``out_scale = 1 / sqrt(s + eps)``.
+
+    After construction: ``mean_gz`` (mean over real rows of ``g * z``) and ``sum_dy``; then
+    :meth:`dgamma` and :meth:`dx`.
     """
 
-    def __init__(self, dy: Tensor, x: Tensor, keep: Optional[Tensor], n, a: Tensor) -> None:
-        self.xk = kept(x, keep)
-        if _fused(dy, x):
+    def __init__(self, dy: Tensor, x: Tensor, keep: Optional[Tensor], n, gain: Tensor,
+                 z_scale: Tensor, out_scale: Tensor) -> None:
+        self.fused = _fused(dy, x)
+        self.z_scale, self.out_scale, self.gain = z_scale, out_scale, gain
+        if self.fused:  # dx = dy * a - x * b, as ATen's kernel gives dy * a
+            self.xk = kept(x, keep)
             mean, var = _unit_stats(x)
+            a = (gain * out_scale).float()
             self._dx, sum_keep, self.sum_dy = _bn_backward(
-                dy, self.xk, a.float(), mean, var, None, None, False, _EPS, [True, True, True]
+                dy, self.xk, a, mean, var, None, None, False, _EPS, [True, True, True]
             )
-            self.sum_dyx = sum_keep if keep is None else sum_of_products(dy, x)
+            self._sum_dy_x = sum_keep if keep is None else sum_of_products(dy, x)
+            self.mean_gz = gain * z_scale * (sum_keep / n)
+            return
+        dtype = x.dtype
+        z = x * z_scale.to(dtype)  # N x C, about 1 in size
+        dyz = dy * z  # the size of dy
+        self._sum_dy_z = dyz.sum(0, dtype=torch.float32)
+        if keep is None:
+            sum_keep = self._sum_dy_z
         else:
-            self._dx = dy * a.to(dy.dtype)
-            sum_keep = sum_of_products(dy, self.xk)
-            self.sum_dyx = sum_keep if keep is None else sum_of_products(dy, x)
-            self.sum_dy = dy.sum(0, dtype=torch.float32)
-        self.mean_dyx = sum_keep / n
+            keep = keep.to(dtype)
+            sum_keep = dyz.mul_(keep).sum(0, dtype=torch.float32)
+            z.mul_(keep)
+        del dyz
+        self._z, self._dy = z, dy
+        self.mean_gz = gain * (sum_keep / n)
+        self.sum_dy = dy.sum(0, dtype=torch.float32)
 
-    def dx(self, b: Tensor) -> Tensor:
-        return self._dx.addcmul_(self.xk, -b.to(self._dx.dtype))
+    def dgamma(self, r: Optional[Tensor] = None) -> Tensor:
+        """``sum over all rows of dy * r * z`` (``r`` None for 1), float32."""
+        if self.fused:
+            return self.z_scale * self._sum_dy_x if r is None else r * self.z_scale * self._sum_dy_x
+        return self._sum_dy_z if r is None else r * self._sum_dy_z
+
+    def dx(self, c: Tensor) -> Tensor:
+        """``(g - c * z) * out_scale`` in ``dy``'s dtype; call once."""
+        if self.fused:
+            return self._dx.addcmul_(self.xk, -(c * self.z_scale * self.out_scale))
+        dtype = self._z.dtype
+        dx = self._z.mul_(-c.to(dtype))  # - c z, in place of z
+        dx.addcmul_(self._dy, self.gain.to(dtype))  # g - c z
+        return dx.mul_(self.out_scale.to(dtype))

@@ -1,7 +1,7 @@
 """Unified Normalization (Yang et al., "Unified Normalization for Accelerating and
 Stabilizing Transformers", ACM MM 2022): offline, foldable at inference.
 
-Semantics are the authors' released ``UN1d`` (see ``shared/docs/normalizers.md``, the spec):
+Semantics are the authors' released ``UN1d`` (see ``docs/normalizers.md``, the spec):
 the forward normalises by the geometric mean of the last ``M`` quadratic means (paper
 Eq. 9-11), the backward by a simple moving average of the last ``M`` gradient statistics
 smoothed by an EMA (Eq. 12-14), with the release's gradient compensation ``r`` (from MABN)
@@ -17,6 +17,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from . import loss_scale
 from .base import StepCountedNorm, as_rows, keep_if
 from .row_sums import RowGrad, quadratic_mean
 from .options import check_eps, check_momentum, check_warmup, check_window
@@ -200,11 +201,14 @@ class _UnifiedNormFunction(torch.autograd.Function):
         x, keep, inv_std, weight, r, ok = ctx.saved_tensors
         un = ctx.un
         gamma_r = weight.float() if r is None else weight.float() * r
-        grad = RowGrad(dy, x, keep, ctx.n, gamma_r * inv_std)
-        gz = gamma_r * inv_std * grad.mean_dyx  # mean over real rows of g * z
+        grad = RowGrad(dy, x, keep, ctx.n, gamma_r, inv_std, inv_std)
+        gz = grad.mean_gz  # mean over real rows of g * z, in units of dy
+        scale = loss_scale.current()  # dy = S * the true gradient: the statistics stay unscaled
+        if not loss_scale.is_one(scale):
+            gz = gz / scale
         ok = ok & torch.isfinite(gz).all()
         c = un._backward_statistics(gz, ok, ctx.t, ctx.skip)
-        dx = grad.dx(c * inv_std * inv_std)
-        dgamma = inv_std * grad.sum_dyx if r is None else r * inv_std * grad.sum_dyx
-        dbeta = grad.sum_dy
-        return dx, dgamma.to(weight.dtype), dbeta.to(weight.dtype), None, None, None, None
+        if not loss_scale.is_one(scale):
+            c = c * scale
+        dx = grad.dx(c)
+        return dx, grad.dgamma(r).to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None
