@@ -159,9 +159,13 @@ def test_table1_from_committed_records_alone(tmp_path):
     from un_tools.reproduce import records
 
     runs, recs = tmp_path / "runs", tmp_path / "records"
-    variants = {v.key: v for v in tables.table1_variants(["layer", "un", "un-count-padding", "none"])}
+    variants = {v.key: v for v in tables.table1_variants(["layer", "un", "un-count-padding", "none", "un-no-bp"])}
     assert variants["un-count-padding"].norm == "un"
     assert variants["un-count-padding"].flags == ["--un-count-padding"]
+    assert variants["un-no-bp"].flags == ["--un-no-bp-sma", "--un-no-bp-ema"]  # Table 9's run
+    assert variants["un-no-bp"].columns == {"Offline": "✓"}
+    assert [v.key for v in tables.in_table_order(variants.values())] == [
+        "layer", "none", "un", "un-count-padding", "un-no-bp"]
     assert variants["none"].label == "NoNorm"
     for key, seed, status, bleu in (("layer", 1, "done", 36.0), ("layer", 2, "done", 37.0),
                                     ("un", 1, "done", 35.0), ("un-count-padding", 1, "FAIL", None)):

@@ -26,8 +26,9 @@ NORM_LABELS = {
 }
 #: Table 1 row order: online (per-token) norms first, then the batch-statistics ones.
 TABLE1_ORDER = ("layer", "rms", "none", "batch", "mabn", "power", "power_noscale", "un")
-#: Rows beyond the paper's, asked for by name (``--norms un,un-count-padding``): UN with the
-#: released code's statistics (padding tokens counted), listed after UN.
+#: Rows beyond the paper's, asked for by name and listed after UN: UN with the released code's
+#: statistics (padding tokens counted); Table 9's UN ablations are accepted too (same run
+#: folders), e.g. ``un-no-bp``: UN whose backward uses the current batch's gradient statistic.
 TABLE1_EXTRA = {"un-count-padding": ("UN, padding counted (release)", "un", ["--un-count-padding"])}
 
 
@@ -43,13 +44,19 @@ class Variant:
 
 def table1_variants(norms: Optional[Sequence[str]] = None) -> List[Variant]:
     norms = list(norms) if norms else list(TABLE1_ORDER)
-    bad = [n for n in norms if n not in NORM_TYPES and n not in TABLE1_EXTRA]
+    allowed = (*NORM_TYPES, *TABLE1_EXTRA, *ABLATIONS)
+    bad = [n for n in norms if n not in allowed]
     if bad:
-        raise ValueError(f"unknown norm(s) {', '.join(bad)}: choose from "
-                         f"{', '.join((*NORM_TYPES, *TABLE1_EXTRA))}")
+        raise ValueError(f"unknown norm(s) {', '.join(bad)}: choose from {', '.join(dict.fromkeys(allowed))}")
     out = []
     for key in norms:
-        label, norm, flags = TABLE1_EXTRA.get(key) or (NORM_LABELS[key], key, [])
+        if key in NORM_TYPES:
+            label, norm, flags = NORM_LABELS[key], key, []
+        elif key in TABLE1_EXTRA:
+            label, norm, flags = TABLE1_EXTRA[key]
+        else:
+            ablation = table9_variants([key])[0]
+            label, norm, flags = ablation.label, ablation.norm, ablation.flags
         out.append(Variant(key, label, norm, list(flags),
                            {"Offline": "✓" if norm in OFFLINE_NORM_TYPES else "✗"}))
     return out
@@ -57,7 +64,7 @@ def table1_variants(norms: Optional[Sequence[str]] = None) -> List[Variant]:
 
 def in_table_order(variants: Sequence[Variant]) -> List[Variant]:
     """Table 1's rows in the paper's order whatever order they were trained in."""
-    rank = {n: i for i, n in enumerate((*TABLE1_ORDER, *TABLE1_EXTRA))}
+    rank = {n: i for i, n in enumerate(dict.fromkeys((*TABLE1_ORDER, *TABLE1_EXTRA, *ABLATIONS)))}
     return sorted(variants, key=lambda v: rank.get(v.key, len(rank)))
 
 
