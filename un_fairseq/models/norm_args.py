@@ -11,7 +11,7 @@ from torch import nn
 
 from un_tools.norm_names import UN_DEFAULT_MOMENTUM
 
-from ..modules import NORM_TYPES, build_norm
+from ..modules import BATCH_STAT_NORM_TYPES, NORM_TYPES, build_norm
 from ..modules.options import check_eps, check_momentum, check_warmup, check_window
 
 
@@ -57,7 +57,10 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
                    help="UN window M: batches averaged in the forward (geometric mean) and "
                         "backward (moving average); 'F,B' sets them apart (default: 4)")
     g.add_argument("--un-warmup", type=_argtype(check_warmup, "--un-warmup", _parse_int), metavar="W",
-                   help="UN warmup: steps normalised by the current batch only (default: 4000)")
+                   help="UN warmup: steps normalised by the current batch only (default: 4000). "
+                        "UN counts steps in training forward calls, not updates: with "
+                        "--update-freq K the warmup of W ends after W/K updates (and r's "
+                        "schedule, which starts after max(1000, W) calls, after max(1000, W)/K)")
     g.add_argument("--un-momentum", type=_argtype(check_momentum, "--un-momentum", float), metavar="A",
                    help="UN momentum alpha of running_var and the gradient EMA, in (0, 1) (default: 0.9)")
     g.add_argument("--un-eps", type=_argtype(check_eps, "--un-eps", float), metavar="EPS",
@@ -75,7 +78,8 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--un-no-bp-ema", action="store_true",
                    help="UN ablation (Table 9, 'BP alpha'): no exponential moving average in the backward")
     g.add_argument("--pn-warmup", type=_argtype(check_warmup, "--pn-warmup", _parse_int), metavar="W",
-                   help="PowerNorm warmup (default: --warmup-updates, as in the PowerNorm recipe, else 4000)")
+                   help="PowerNorm warmup (default: --warmup-updates, as in the PowerNorm recipe, else "
+                        "4000), counted in training forward calls: W/K updates with --update-freq K")
     g.add_argument("--pn-alpha-fwd", type=_argtype(check_momentum, "--pn-alpha-fwd", float), metavar="A",
                    help="PowerNorm forward momentum, in (0, 1) (default: 0.9)")
     g.add_argument("--pn-alpha-bkw", type=_argtype(check_momentum, "--pn-alpha-bkw", float), metavar="A",
@@ -83,11 +87,20 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mabn-window", type=_argtype(check_window, "--mabn-window", _parse_int), metavar="M",
                    help="MABN window (default: 16, the release's real_B / B)")
     g.add_argument("--mabn-warmup", type=_argtype(check_warmup, "--mabn-warmup", _parse_int), metavar="W",
-                   help="MABN warmup (default: 100)")
+                   help="MABN warmup (default: 100), counted in training forward calls: W/K "
+                        "updates with --update-freq K")
     g.add_argument("--mabn-momentum", type=_argtype(check_momentum, "--mabn-momentum", float), metavar="A",
                    help="MABN running_var momentum, in (0, 1) (default: 0.98)")
     g.add_argument("--bn-momentum", type=_argtype(check_momentum, "--bn-momentum", float), metavar="A",
                    help="BatchNorm running-statistics momentum, PyTorch convention (default: 0.1)")
+    g.add_argument("--sync-norm-stats", action="store_true",
+                   help="multi-process training: the batch statistics of UN, PN, PN*, BN and MABN "
+                        "are reduced over all data-parallel ranks, forward and backward (one "
+                        "all-reduce per norm call and direction), so N ranks compute what one "
+                        "process computes on their concatenated batches and keep identical "
+                        "running buffers. Default: each rank normalises by its own batch, its "
+                        "buffers drift apart from the other ranks', and the checkpoint holds rank "
+                        "0's. No effect on LN, RMSNorm, none, or with one process")
     g.add_argument("--fused-output-projection", action="store_true",
                    help="internal, set by un-fuse in the checkpoints it writes: the decoder's "
                         "output projection is untied from the embeddings and has a bias")
@@ -99,7 +112,7 @@ NORM_DEFAULTS = dict(
     un_count_padding=False, un_no_fp_gm=False, un_no_bp_sma=False, un_no_bp_ema=False,
     pn_warmup=None, pn_alpha_fwd=0.9, pn_alpha_bkw=0.9,
     mabn_window=16, mabn_warmup=100, mabn_momentum=0.98, bn_momentum=0.1,
-    fused_output_projection=False,
+    sync_norm_stats=False, fused_output_projection=False,
 )
 
 
@@ -117,6 +130,14 @@ def norm_type_for(cfg, side: str) -> str:
 
 def norm_options(cfg, name: str, num_heads: int) -> Dict[str, Any]:
     """Constructor options of norm ``name`` from the parsed flags."""
+    options = _own_options(cfg, name, num_heads)
+    if name in BATCH_STAT_NORM_TYPES:
+        options["sync_stats"] = bool(getattr(cfg, "sync_norm_stats", False))
+    return options
+
+
+def _own_options(cfg, name: str, num_heads: int) -> Dict[str, Any]:
+    """The options that only norm ``name`` takes."""
     count_padding = bool(getattr(cfg, "un_count_padding", False))
     if name == "un":
         return dict(

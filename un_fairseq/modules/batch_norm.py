@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from .base import PaddingAwareNorm, as_rows, keep_if
 from .options import check_eps, check_momentum
+from .sync import global_mean_var, stats_group
 
 
 def _masked_mean(values: Tensor, keep: Optional[Tensor], n) -> Tensor:
@@ -26,15 +27,20 @@ class MaskedBatchNorm(PaddingAwareNorm):
 
     Shape: x ``T x B x C`` (any ``... x C`` without a mask), padding_mask ``B x T``.
     Buffers: ``running_mean``, ``running_var`` (C), ``num_batches_tracked``.
+    ``sync_stats=True`` shares the batch statistics, and their gradients, across
+    torch.distributed's default group when it is initialised (``modules/sync.py``).
     """
 
     stat_buffers = ("running_mean", "running_var")
 
-    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(
+        self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, sync_stats: bool = False
+    ) -> None:
         super().__init__()
         self.num_features = num_features
         self.momentum = check_momentum("momentum", momentum)
         self.eps = check_eps("eps", eps)
+        self.sync_stats = bool(sync_stats)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -42,7 +48,7 @@ class MaskedBatchNorm(PaddingAwareNorm):
         self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, sync_stats={self.sync_stats}"
 
     def inference_scale(self) -> Tuple[Tensor, Tensor]:
         """The inference map ``y = a * x + b`` as float32 ``(a, b)``."""
@@ -55,9 +61,14 @@ class MaskedBatchNorm(PaddingAwareNorm):
         self._training_forward_begins()
         rows, keep, n = as_rows(x, padding_mask)
         rows32 = rows.float()
-        mean = _masked_mean(rows32, keep, n)
-        centred = rows32 - mean
-        var = _masked_mean(centred * centred, keep, n)
+        group = stats_group(self.sync_stats)
+        if group is None:
+            mean = _masked_mean(rows32, keep, n)
+            centred = rows32 - mean
+            var = _masked_mean(centred * centred, keep, n)
+        else:  # running_mean is the same on every rank: only these statistics update it
+            mean, var, n = global_mean_var(rows32, keep, self.running_mean, group)
+            centred = rows32 - mean
         y = centred * torch.rsqrt(var + self.eps) * self.weight.float() + self.bias.float()
         with torch.no_grad():
             ok = torch.isfinite(mean).all() & torch.isfinite(var).all()

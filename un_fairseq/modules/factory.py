@@ -4,7 +4,7 @@ from typing import Any, Dict
 
 from torch import nn
 
-from un_tools.norm_names import NORM_TYPES, OFFLINE_NORM_TYPES
+from un_tools.norm_names import BATCH_STAT_NORM_TYPES, NORM_TYPES, OFFLINE_NORM_TYPES
 
 from .batch_norm import MaskedBatchNorm
 from .mabn import MABN

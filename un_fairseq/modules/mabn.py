@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from . import loss_scale
 from .base import StepCountedNorm, as_rows, keep_if
-from .row_sums import RowGrad, quadratic_mean
+from .row_sums import RowGrad
 from .options import check_eps, check_momentum, check_warmup, check_window
+from .sync import global_quadratic_mean, stats_group, summed
 from .unified_norm import R_MAX, R_MIN, R_WARMUP_MIN
 
 
@@ -25,6 +26,8 @@ class MABN(StepCountedNorm):
 
     Shape: x ``T x B x C`` (any ``... x C`` without a mask), padding_mask ``B x T``.
     Buffers: ``running_var`` (C), ``omega`` and ``phi`` (M x C), ``num_steps``.
+    ``sync_stats=True`` shares the batch statistics across torch.distributed's default group
+    when it is initialised (``modules/sync.py``).
     """
 
     stat_buffers = ("running_var", "omega", "phi")
@@ -37,6 +40,7 @@ class MABN(StepCountedNorm):
         momentum: float = 0.98,
         eps: float = 1e-5,
         count_padding: bool = False,
+        sync_stats: bool = False,
     ) -> None:
         super().__init__()
         self.num_features = num_features
@@ -45,6 +49,7 @@ class MABN(StepCountedNorm):
         self.momentum = check_momentum("momentum", momentum)
         self.eps = check_eps("eps", eps)
         self.count_padding = bool(count_padding)
+        self.sync_stats = bool(sync_stats)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
@@ -54,7 +59,8 @@ class MABN(StepCountedNorm):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, window={self.window}, warmup={self.warmup}, "
-            f"momentum={self.momentum}, eps={self.eps}, count_padding={self.count_padding}"
+            f"momentum={self.momentum}, eps={self.eps}, count_padding={self.count_padding}, "
+            f"sync_stats={self.sync_stats}"
         )
 
     def inference_scale(self) -> Tuple[Tensor, Tensor]:
@@ -65,7 +71,8 @@ class MABN(StepCountedNorm):
         if not self.training:
             return self.inference_affine(x)
         rows, keep, n = as_rows(x, padding_mask, self.count_padding)
-        y = _MABNFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step())
+        y = _MABNFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step(),
+                                stats_group(self.sync_stats))
         return y.view(x.shape)
 
 
@@ -75,8 +82,8 @@ class MABN(StepCountedNorm):
 
 class _MABNFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, mabn: MABN, keep, n, t: int):
-        s = quadratic_mean(x, keep, n)
+    def forward(ctx, x, weight, bias, mabn: MABN, keep, n, t: int, group):
+        s, n = global_quadratic_mean(x, keep, n, group)
         ok = torch.isfinite(s).all()
         slot = t % mabn.window
         mabn.omega[slot] = keep_if(ok, s, mabn.omega[slot])
@@ -93,7 +100,7 @@ class _MABNFunction(torch.autograd.Function):
         mabn._count_step(ok)
 
         ctx.save_for_backward(x, keep, inv_std, weight, r, ok)
-        ctx.mabn, ctx.n, ctx.t = mabn, n, t
+        ctx.mabn, ctx.n, ctx.t, ctx.group = mabn, n, t, group
         return y
 
     @staticmethod
@@ -102,7 +109,7 @@ class _MABNFunction(torch.autograd.Function):
         mabn, t = ctx.mabn, ctx.t
         gamma_r = weight.float() if r is None else weight.float() * r
         grad = RowGrad(dy, x, keep, ctx.n, gamma_r, inv_std, inv_std)
-        gz = grad.mean_gz
+        gz = summed(grad.mean_gz, ctx.group)
         scale = loss_scale.current()  # keep phi in unscaled units (see loss_scale.py)
         if not loss_scale.is_one(scale):
             gz = gz / scale
@@ -113,4 +120,4 @@ class _MABNFunction(torch.autograd.Function):
         if not loss_scale.is_one(scale):
             psi = psi * scale
         dx = grad.dx(psi)
-        return dx, grad.dgamma(r).to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None
+        return dx, grad.dgamma(r).to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None, None

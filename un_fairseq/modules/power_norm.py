@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from . import loss_scale
 from .base import StepCountedNorm, as_rows, keep_if
-from .row_sums import RowGrad, quadratic_mean
+from .row_sums import RowGrad
 from .options import check_eps, check_momentum, check_warmup
+from .sync import global_quadratic_mean, stats_group, summed
 
 GROUP_SCALING_EPS = 1e-5
 
@@ -38,6 +39,8 @@ class PowerNorm(StepCountedNorm):
 
     Shape: x ``T x B x C`` (any ``... x C`` without a mask), padding_mask ``B x T``.
     Buffers: ``running_phi`` (C, init 1), ``grad_ema`` (C, the spec's Gamma), ``num_steps``.
+    ``sync_stats=True`` shares the batch statistics across torch.distributed's default group
+    when it is initialised (``modules/sync.py``).
     """
 
     stat_buffers = ("running_phi", "grad_ema")
@@ -52,6 +55,7 @@ class PowerNorm(StepCountedNorm):
         eps: float = 1e-5,
         layer_scale: bool = True,
         count_padding: bool = False,
+        sync_stats: bool = False,
     ) -> None:
         super().__init__()
         if layer_scale and (num_groups < 1 or num_features % num_groups):
@@ -67,6 +71,7 @@ class PowerNorm(StepCountedNorm):
         self.eps = check_eps("eps", eps)
         self.layer_scale = bool(layer_scale)
         self.count_padding = bool(count_padding)
+        self.sync_stats = bool(sync_stats)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_phi", torch.ones(num_features))
@@ -77,7 +82,7 @@ class PowerNorm(StepCountedNorm):
         return (
             f"{self.num_features}, {groups}warmup={self.warmup}, alpha_fwd={self.alpha_fwd}, "
             f"alpha_bkw={self.alpha_bkw}, eps={self.eps}, layer_scale={self.layer_scale}, "
-            f"count_padding={self.count_padding}"
+            f"count_padding={self.count_padding}, sync_stats={self.sync_stats}"
         )
 
     @property
@@ -95,14 +100,15 @@ class PowerNorm(StepCountedNorm):
         if not self.training:
             return self.inference_affine(x).to(dtype)
         rows, keep, n = as_rows(x, padding_mask, self.count_padding)
-        y = _PowerNormFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step())
+        y = _PowerNormFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step(),
+                                     stats_group(self.sync_stats))
         return y.view(x.shape).to(dtype)
 
 
 class _PowerNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, pn: PowerNorm, keep, n, t: int):
-        s = quadratic_mean(x, keep, n)
+    def forward(ctx, x, weight, bias, pn: PowerNorm, keep, n, t: int, group):
+        s, n = global_quadratic_mean(x, keep, n, group)
         ok = torch.isfinite(s).all()
         phi = pn.running_phi
         inv_fwd = torch.rsqrt((s if t <= pn.warmup else phi) + pn.eps)
@@ -113,7 +119,7 @@ class _PowerNormFunction(torch.autograd.Function):
         pn._count_step(ok)
 
         ctx.save_for_backward(x, keep, inv_fwd, torch.rsqrt(s + pn.eps), s, weight, ok)
-        ctx.pn, ctx.n = pn, n
+        ctx.pn, ctx.n, ctx.group = pn, n, group
         return y
 
     @staticmethod
@@ -125,9 +131,10 @@ class _PowerNormFunction(torch.autograd.Function):
         scale = loss_scale.current()  # keep grad_ema in unscaled units (see loss_scale.py)
         grad = RowGrad(dy, x, keep, ctx.n, gamma, inv_fwd, inv_s)
         # mean(gh * z) with gh = g - nu z and z = x * inv_fwd, mean(x^2) being s
-        gz = grad.mean_gz if loss_scale.is_one(scale) else grad.mean_gz / scale
+        mean_gz = summed(grad.mean_gz, ctx.group)
+        gz = mean_gz if loss_scale.is_one(scale) else mean_gz / scale
         delta = gz - nu * inv_fwd * inv_fwd * s
         ok = ok & torch.isfinite(delta).all()
         pn.grad_ema.copy_(keep_if(ok, pn.grad_ema + delta, pn.grad_ema))
         dx = grad.dx(nu if loss_scale.is_one(scale) else nu * scale)
-        return dx, grad.dgamma().to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None
+        return dx, grad.dgamma().to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None, None

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from . import loss_scale
 from .base import StepCountedNorm, as_rows, keep_if
-from .row_sums import RowGrad, quadratic_mean
+from .row_sums import RowGrad
 from .options import check_eps, check_momentum, check_warmup, check_window
+from .sync import global_quadratic_mean, stats_group, summed
 
 # The release keeps r = 1 for this many steps at least, then clamps it to [1/5, 5].
 R_WARMUP_MIN = 1000
@@ -45,6 +46,9 @@ class UnifiedNorm(StepCountedNorm):
         outlier_filtration: skip the moving averages for a batch whose statistics are
             outliers (the authors turn it on for vision, off for NMT).
         count_padding: count padding tokens in the statistics, as the released NMT code did.
+        sync_stats: share the batch statistics (forward and backward) across the ranks of
+            torch.distributed's default group, when it is initialised: K ranks then compute
+            what one process computes on their concatenated batches (``modules/sync.py``).
         fp_geometric_mean, bp_moving_average, bp_momentum: switch off to get the paper's
             ablations (Table 9): ``sigma2 = s_t``; ``m = gz``; ``psi = m``.
 
@@ -70,6 +74,7 @@ class UnifiedNorm(StepCountedNorm):
         fp_geometric_mean: bool = True,
         bp_moving_average: bool = True,
         bp_momentum: bool = True,
+        sync_stats: bool = False,
     ) -> None:
         super().__init__()
         self.num_features = num_features
@@ -82,6 +87,7 @@ class UnifiedNorm(StepCountedNorm):
         self.fp_geometric_mean = bool(fp_geometric_mean)
         self.bp_moving_average = bool(bp_moving_average)
         self.bp_momentum = bool(bp_momentum)
+        self.sync_stats = bool(sync_stats)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
@@ -96,7 +102,8 @@ class UnifiedNorm(StepCountedNorm):
             f"warmup={self.warmup}, momentum={self.momentum}, eps={self.eps}, "
             f"outlier_filtration={self.outlier_filtration}, count_padding={self.count_padding}, "
             f"fp_geometric_mean={self.fp_geometric_mean}, "
-            f"bp_moving_average={self.bp_moving_average}, bp_momentum={self.bp_momentum}"
+            f"bp_moving_average={self.bp_moving_average}, bp_momentum={self.bp_momentum}, "
+            f"sync_stats={self.sync_stats}"
         )
 
     def inference_scale(self) -> Tuple[Tensor, Tensor]:
@@ -109,7 +116,8 @@ class UnifiedNorm(StepCountedNorm):
             return self.inference_affine(x)
         rows, keep, n = as_rows(x, padding_mask, self.count_padding)
         t = self._next_step()
-        y = _UnifiedNormFunction.apply(rows, self.weight, self.bias, self, keep, n, t)
+        group = stats_group(self.sync_stats)
+        y = _UnifiedNormFunction.apply(rows, self.weight, self.bias, self, keep, n, t, group)
         return y.view(x.shape)
 
 
@@ -182,8 +190,8 @@ class _UnifiedNormFunction(torch.autograd.Function):
     """Training forward and backward of :class:`UnifiedNorm` on rows ``N x C``."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, un: UnifiedNorm, keep, n, t: int):
-        s = quadratic_mean(x, keep, n)  # quadratic mean, spec step 2
+    def forward(ctx, x, weight, bias, un: UnifiedNorm, keep, n, t: int, group):
+        s, n = global_quadratic_mean(x, keep, n, group)  # quadratic mean, spec step 2
         ok = torch.isfinite(s).all()
         sigma2, r, skip = un._forward_statistics(s, ok, t)
         inv_std = torch.rsqrt(sigma2 + un.eps)
@@ -193,7 +201,7 @@ class _UnifiedNormFunction(torch.autograd.Function):
         un._count_step(ok)
 
         ctx.save_for_backward(x, keep, inv_std, weight, r, ok)
-        ctx.un, ctx.n, ctx.t, ctx.skip = un, n, t, skip
+        ctx.un, ctx.n, ctx.t, ctx.skip, ctx.group = un, n, t, skip, group
         return y
 
     @staticmethod
@@ -202,7 +210,7 @@ class _UnifiedNormFunction(torch.autograd.Function):
         un = ctx.un
         gamma_r = weight.float() if r is None else weight.float() * r
         grad = RowGrad(dy, x, keep, ctx.n, gamma_r, inv_std, inv_std)
-        gz = grad.mean_gz  # mean over real rows of g * z, in units of dy
+        gz = summed(grad.mean_gz, ctx.group)  # mean over real rows of g * z, in units of dy
         scale = loss_scale.current()  # dy = S * the true gradient: the statistics stay unscaled
         if not loss_scale.is_one(scale):
             gz = gz / scale
@@ -211,4 +219,4 @@ class _UnifiedNormFunction(torch.autograd.Function):
         if not loss_scale.is_one(scale):
             c = c * scale
         dx = grad.dx(c)
-        return dx, grad.dgamma(r).to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None
+        return dx, grad.dgamma(r).to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None, None
