@@ -44,11 +44,13 @@ def test_train_then_generate_with_bleu(toy_data, tmp_path, capsys, norm):
     assert re.search(r"BLEU4 = \d+\.\d+", out), out[-2000:]
 
 
-@pytest.mark.parametrize("norm", ["un", "power"])
-def test_resume_mid_epoch_is_bit_identical(toy_data, tmp_path, norm):
+@pytest.mark.parametrize("norm,update_freq", [("un", 1), ("power", 1), ("un", 2)])
+def test_resume_mid_epoch_is_bit_identical(toy_data, tmp_path, norm, update_freq):
     """Stopped at a mid-epoch checkpoint and restarted == never stopped: parameters and every
-    normalizer buffer (running statistics, rings, gradient EMAs, step counts)."""
-    common = ("--norm-type", norm, "--save-interval-updates", "3", "--no-epoch-checkpoints")
+    normalizer buffer (running statistics, rings, gradient EMAs, step counts), also when an
+    update accumulates several batches (UN counts forward calls, not updates)."""
+    common = ("--norm-type", norm, "--save-interval-updates", "3", "--no-epoch-checkpoints",
+              "--update-freq", str(update_freq))
     train(toy_data, tmp_path / "straight", *common, "--max-update", "6")
     train(toy_data, tmp_path / "resumed", *common, "--max-update", "3")
     first = model_state(tmp_path / "resumed" / "checkpoint_last.pt")
