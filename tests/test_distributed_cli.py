@@ -1,6 +1,6 @@
 """Two-process fairseq-train through scripts/train-distributed.sh (CPU, gloo) on the toy
-corpus: every --norm-type, with and without --sync-norm-stats, each rank's buffers dumped at
-exit; a mid-epoch resume with --update-freq 2; fairseq-generate on the results; the
+corpus: every --norm-type, with and without --sync-norm-stats (one run in fp16), each rank's
+buffers dumped at exit; a mid-epoch resume with --update-freq 2; fairseq-generate on the results; the
 launcher's --help and its clean stop when a rank fails."""
 
 import os
@@ -24,6 +24,8 @@ NORM_BUFFERS = ("running_var", "running_mean", "running_phi", "psi", "omega", "p
 # (encoder, decoder) norm pairs: together every --norm-type, each batch-statistics one with
 # and without --sync-norm-stats, in as few process start-ups as that allows
 SYNC_PAIRS = [("power", "mabn"), ("power_noscale", "layer")]  # + ("un", "batch") in the resume test
+# fairseq's fp16 on CPU: a loss scale that grows without an overflow (whose handler needs CUDA)
+FP16 = ("--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "1", "--fp16-scale-window", "2")
 LOCAL_PAIRS = [("un", "batch"), ("power", "mabn"), ("power_noscale", "rms"), ("none", "layer")]
 
 
@@ -81,9 +83,10 @@ def check_ranks(save_dir, synced):
     return differ
 
 
-@pytest.mark.parametrize("pair", SYNC_PAIRS, ids="|".join)
-def test_two_ranks_with_sync(toy_data, tmp_path, pair):
-    launch(toy_data, tmp_path, *pair_args(pair), "--sync-norm-stats", "--max-update", "2",
+@pytest.mark.parametrize("pair,precision", zip(SYNC_PAIRS, [(), FP16]),
+                         ids=lambda v: "|".join(v) if v and v[0] != "--fp16" else ("fp16" if v else "fp32"))
+def test_two_ranks_with_sync(toy_data, tmp_path, pair, precision):
+    launch(toy_data, tmp_path, *pair_args(pair), *precision, "--sync-norm-stats", "--max-update", "2",
            "--no-epoch-checkpoints")
     check_ranks(tmp_path, synced=True)
 
