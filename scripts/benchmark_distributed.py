@@ -34,10 +34,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from un_tools.atomic import atomic_path
 from un_fairseq.benchmarks import sync_cost
 from un_fairseq.benchmarks.common import machine_info
 from un_fairseq.modules import BATCH_STAT_NORM_TYPES
+from un_tools.atomic import atomic_path
 from un_tools.reproduce.config import load_profile
 
 REPO = Path(__file__).resolve().parents[1]

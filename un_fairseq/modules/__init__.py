@@ -10,6 +10,6 @@ from .unified_norm import UnifiedNorm
 
 __all__ = [
     "BATCH_STAT_NORM_TYPES", "LayerNorm", "MABN", "MaskedBatchNorm", "NORM_TYPES", "NoNorm",
-    "OFFLINE_NORM_TYPES", "PaddingAwareNorm", "PowerNorm", "RMSNorm", "UnifiedNorm", "build_norm", "group_scaling",
-    "norm_type_of", "padding_context",
+    "OFFLINE_NORM_TYPES", "PaddingAwareNorm", "PowerNorm", "RMSNorm", "UnifiedNorm", "build_norm",
+    "group_scaling", "norm_type_of", "padding_context",
 ]
