@@ -186,3 +186,14 @@ def test_malicious_checkpoint_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         checkpoint_utils.load_checkpoint_to_cpu(str(path))
     assert not marker.exists()
+
+
+def test_norm_flags_are_listed_with_their_help(capsys):
+    """fairseq's --help exits before adding model flags; norm_args' own listing shows them."""
+    from un_fairseq.models import norm_args
+
+    assert norm_args.main() == 0
+    out = capsys.readouterr().out
+    for flag in ("--norm-type", "--un-window", "--un-warmup", "--un-count-padding", "--sync-norm-stats"):
+        assert flag in out
+    assert "power_noscale" in out

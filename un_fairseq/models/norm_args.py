@@ -174,3 +174,19 @@ def validate_norm_args(args) -> None:
     """Build one norm per side from ``args`` so that bad values fail before the model."""
     for side, heads in (("encoder", args.encoder_attention_heads), ("decoder", args.decoder_attention_heads)):
         make_norm_factory(args, side, heads)(getattr(args, f"{side}_embed_dim"))
+
+
+def main() -> int:
+    """Print the normalization flags with their help: fairseq's own ``--help`` exits before it
+    adds a model's flags, so ``fairseq-train --arch transformer_un --help`` cannot show them."""
+    parser = argparse.ArgumentParser(
+        prog="fairseq-train --user-dir un_fairseq --arch transformer_un",
+        description="The normalization flags of the transformer_un architectures (shown by "
+                    "python -m un_fairseq.models.norm_args); every other flag is fairseq's.")
+    add_norm_args(parser)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
