@@ -171,9 +171,10 @@ def census_lines(counts: Dict[str, Dict[str, int]]) -> List[str]:
     return [format_census(name, c) for name, c in counts.items()]
 
 
-def write_manifest(folder: Path, checkpoint: Path, model: nn.Module, report: Dict, dictionaries: Dict,
+def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, report: Dict, dictionaries: Dict,
                    counts: Dict[str, Dict[str, int]], ort_worst: Optional[float]) -> Dict:
-    """The JSON manifest: source, model shape, norms, graphs and their I/O, dictionaries, census."""
+    """The JSON manifest: source, model shape, norms, graphs and their I/O, dictionaries, census.
+    ``checkpoint`` None: a model that came from no file (benchmarks)."""
     enc, dec = model.encoder, model.decoder
     attn = dec.layers[0].self_attn
     opset = next(o.version for o in onnx.load(str(folder / layout.ENCODER), load_external_data=False).opset_import
@@ -181,8 +182,8 @@ def write_manifest(folder: Path, checkpoint: Path, model: nn.Module, report: Dic
     io = lambda spec: {name: {"dtype": dtype, "shape": shape} for name, (dtype, shape) in spec.items()}  # noqa: E731
     manifest = {
         "format": layout.FORMAT,
-        "source_checkpoint": {"file": checkpoint.name, "sha256": sha256(checkpoint),
-                              "bytes": checkpoint.stat().st_size},
+        "source_checkpoint": None if checkpoint is None else {
+            "file": checkpoint.name, "sha256": sha256(checkpoint), "bytes": checkpoint.stat().st_size},
         "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "api": "torch.onnx.export(dynamo=True)",
                      "opset": opset},
         "norms": {**report, "normalisation_ops_in_graphs": {k: norm_ops(v) for k, v in counts.items()}},
