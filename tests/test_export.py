@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -16,6 +15,7 @@ import torch
 from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from toy_models import build, save_checkpoint, train_steps
 from un_fairseq import fuse
+from un_fairseq.atomic import atomic_dir
 from un_fairseq.export import cli as export_cli
 from un_fairseq.export.census import NORM_OPS, op_counts
 from un_fairseq.export.graphs import DecoderStepGraph, EncoderGraph
@@ -202,6 +202,21 @@ def test_refusals_name_the_problem_and_leave_nothing(toy_data, checkpoints, tmp_
     assert export_cli.main([str(checkpoints["layer"]), str(existing)]) == 2
     assert "exists; give --overwrite" in capsys.readouterr().err
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+
+
+def test_outdir_is_replaced_only_once_complete(tmp_path):
+    """What ``--overwrite`` relies on: the old folder stays until the new one is complete."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("export failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in target.iterdir()] == ["new.txt"]
 
 
 def test_console_commands_help_lists_every_flag():

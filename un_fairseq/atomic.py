@@ -41,7 +41,12 @@ def atomic_dir(path) -> Iterator[Path]:
         yield tmp
         if path.exists():
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists():  # put the old folder back
+                os.replace(old, path)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
