@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -294,6 +295,47 @@ def test_search_options_and_batching_follow_fairseq_generate(toy_data, checkpoin
         got = _translate(exports["un"][0], source, capsys, *flags, "--batch-size", batch_size)
         assert {k: t for k, (t, _) in got.items()} == {k: t for k, (t, _) in expected.items()}
         assert max(abs(got[k][1] - s) for k, (_, s) in expected.items()) < 1e-4
+
+
+@pytest.mark.parametrize("options", [
+    dict(beam=5, max_len_b=12),
+    dict(beam=3, len_penalty=0.5, min_len=2, max_len_b=5),
+    dict(beam=8, len_penalty=1.5, unk_penalty=-1.0, max_len_a=0.5, max_len_b=3),
+])
+def test_every_hypothesis_equals_sequence_generators_with_a_tiny_vocabulary(tmp_path, options):
+    """All ``beam`` hypotheses of each sentence (not just the best), against fairseq's
+    SequenceGenerator in-process, on a random model over 5 words: the first step has fewer
+    candidates than ``2 x beam``, and the short maximum lengths force eos."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
+    from un_fairseq.export import exporter
+    from un_translate.beam_search import SearchOptions, beam_search
+
+    task = toy_task(9)
+    small = ["--encoder-layers", "1", "--decoder-layers", "2", "--encoder-embed-dim", "16",
+             "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+             "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
+    model = build_variant_models(model_args("transformer_un", "layer", small), task, ["layer"], seed=3)["layer"]
+    exporter.export_graphs(model, tmp_path)
+    exporter.write_manifest(tmp_path, None, model, {"norm_types": {}}, exporter.write_dictionaries(task, tmp_path),
+                            exporter.census(tmp_path), None)
+    translator = Translator(tmp_path, threads=1)
+    src, lengths = _right_padded(task, [7, 5, 4, 2], seed=4)
+
+    fairseq_hyps = SequenceGenerator(
+        [model], task.target_dictionary, beam_size=options["beam"], max_len_a=options.get("max_len_a", 0),
+        max_len_b=options["max_len_b"], min_len=options.get("min_len", 1),
+        len_penalty=options.get("len_penalty", 1.0), unk_penalty=options.get("unk_penalty", 0.0),
+    ).generate([model], {"net_input": {"src_tokens": src, "src_lengths": lengths}})
+    ours = beam_search(translator.model, src.numpy(), lengths.numpy(), translator.tgt_vocab,
+                       SearchOptions(**options), model.max_decoder_positions())
+    if options.get("max_len_a"):  # fairseq: the batch's padded length; ours: each sentence's own
+        keep = [i for i, n in enumerate(lengths.tolist()) if n == src.size(1)]
+        fairseq_hyps, ours = [fairseq_hyps[i] for i in keep], [ours[i] for i in keep]
+    for theirs, mine in zip(fairseq_hyps, ours):
+        assert [h["tokens"].tolist() for h in theirs] == [h.tokens.tolist() for h in mine]
+        np.testing.assert_allclose([h.score for h in mine], [float(h["score"]) for h in theirs], rtol=1e-5, atol=1e-5)
 
 
 def test_translator_api_and_bad_input(exports, tmp_path, capsys):
