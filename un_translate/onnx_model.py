@@ -4,7 +4,12 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
-import onnxruntime as ort
+
+try:
+    import onnxruntime as ort
+except ImportError as err:  # installed without the extra
+    raise ImportError("un-translate needs onnxruntime: pip install 'un-fairseq[export]' "
+                      "(or just numpy and onnxruntime)") from err
 
 from .manifest import DECODER_STEP, ENCODER, load_manifest
 
