@@ -6,6 +6,8 @@ works on a GPU machine), then ``pip install -e .[test]``.
 
 from setuptools import find_packages, setup
 
+EXPORT = ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.3"]
+
 setup(
     name="un-fairseq",
     version="0.1.0",
@@ -13,7 +15,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["un_fairseq", "un_fairseq.*", "un_tools", "un_tools.*"]),
+    packages=find_packages(include=["un_fairseq", "un_fairseq.*", "un_tools", "un_tools.*",
+                                    "un_translate", "un_translate.*"]),
     install_requires=[
         "torch>=2.6",  # installed first; no CUDA build is pinned here
         "ve-fairseq==0.12.3",  # fairseq's main branch packaged for Python 3.11/3.12
@@ -23,11 +26,19 @@ setup(
         "subword-nmt",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7", "mosestokenizer==1.2.1"]},  # ships the real Moses perl scripts
+    extras_require={
+        # un-export (ONNX graphs; onnxscript is what torch's dynamo exporter needs) and
+        # un-translate (needs only numpy and onnxruntime at run time)
+        "export": EXPORT,
+        # mosestokenizer ships the real Moses perl scripts
+        "test": ["pytest>=7", "mosestokenizer==1.2.1", *EXPORT],
+    },
     entry_points={
         "console_scripts": [
             "un-fuse=un_fairseq.fuse:main",
             "un-average-checkpoints=un_fairseq.average_checkpoints:main",
+            "un-export=un_fairseq.export.cli:main",
+            "un-translate=un_translate.cli:main",
         ]
     },
 )

@@ -172,7 +172,8 @@ def build_from_state(state: Dict, data: Optional[str] = None):
         raise ValueError("the checkpoint stores neither 'cfg' nor 'args': cannot rebuild its model")
     arch = getattr(cfg.model, "arch", None) or getattr(cfg.model, "_name", None)
     if ARCH_MODEL_REGISTRY.get(arch) is not TransformerUNModel:
-        raise ValueError(f"un-fuse folds transformer_un models only; this checkpoint's arch is {arch!r}")
+        raise ValueError(f"not a transformer_un checkpoint: its arch is {arch!r}; un-fuse and un-export "
+                         f"take transformer_un models only")
     if data is not None:
         overwrite_args_by_name(cfg, {"data": str(data)})
     if not Path(str(cfg.task.data).split(":")[0]).is_dir():

@@ -1,0 +1,366 @@
+"""un-export and un-translate: the export modules against fairseq's own forward, the ONNX
+graphs (checker, dynamic shapes, op census, manifest), the refusals, and translations on
+ONNX Runtime equal to fairseq-generate's on the toy corpus."""
+
+import copy
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from fairseq_fixtures import REPO, TINY_MODEL, generate, run
+from toy_models import build, save_checkpoint, train_steps
+from un_fairseq import fuse
+from un_tools.atomic import atomic_dir
+from un_fairseq.export import cli as export_cli
+from un_fairseq.export.census import NORM_OPS, op_counts
+from un_fairseq.export.graphs import DecoderStepGraph, EncoderGraph
+from un_fairseq.modules import PaddingAwareNorm
+from un_translate import Translator
+from un_translate import cli as translate_cli
+from un_translate.beam_search import base2
+from un_translate.vocabulary import BPE_SYMBOLS, Vocabulary, post_process
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _right_padded(task, lengths, seed=0):
+    """Random source sentences of ``lengths`` (eos included), right-padded: ``B x S``."""
+    gen = torch.Generator().manual_seed(seed)
+    d = task.source_dictionary
+    src = torch.full((len(lengths), max(lengths)), d.pad())
+    for row, n in enumerate(lengths):
+        src[row, :n - 1] = torch.randint(d.nspecial, len(d), (n - 1,), generator=gen)
+        src[row, n - 1] = d.eos()
+    return src, torch.tensor(lengths)
+
+
+# -- the export modules compute fairseq's forward ---------------------------------------
+
+VARIANTS = {
+    "un": ["--norm-type", "un"],
+    "layer": ["--norm-type", "layer"],
+    "rms": ["--norm-type", "rms"],
+    "power": ["--norm-type", "power"],
+    "mabn, learned positions, gelu, no embed scale": [
+        "--norm-type", "mabn", "--encoder-learned-pos", "--decoder-learned-pos", "--activation-fn", "gelu",
+        "--no-scale-embedding"],
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_graph_modules_compute_fairseqs_incremental_decoding(toy_data, variant):
+    """Encoder output and every step's log-probabilities of the export modules (on the
+    folded model when foldable) equal fairseq's own forward of the unfolded model with
+    fairseq's incremental decoding, at every real token of a padded batch."""
+    _, task, model = build(toy_data, *VARIANTS[variant])
+    train_steps(model, task, 5)
+    with torch.no_grad():
+        for m in model.modules():  # norms away from their initial affine
+            if isinstance(m, PaddingAwareNorm) or hasattr(m, "weight") and type(m).__name__ == "LayerNorm":
+                m.weight.uniform_(0.5, 1.5)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.uniform_(-0.3, 0.3)
+    reference = model.eval()
+    foldable = variant.split(",")[0] in ("un", "mabn")
+    exported = fuse.fuse_model(copy.deepcopy(model)) if foldable else model
+    src, lengths = _right_padded(task, [9, 6, 3])
+    prev = torch.randint(4, len(task.target_dictionary), (3, 6))
+    prev[:, 0] = task.target_dictionary.eos()
+
+    with torch.no_grad():
+        enc_out, mask, cross_k, cross_v = EncoderGraph(exported)(src, lengths)
+        fairseq_enc = exported.encoder(src, src_lengths=lengths)
+        real = ~mask
+        assert torch.equal(mask, src.eq(task.source_dictionary.pad()))
+        torch.testing.assert_close(enc_out[real], fairseq_enc["encoder_out"][0].transpose(0, 1)[real],
+                                   rtol=1e-5, atol=1e-5)
+
+        ref_enc = reference.encoder(src, src_lengths=lengths)
+        state = {}
+        step_graph = DecoderStepGraph(exported)
+        layers, _, heads, _, dim = cross_k.shape
+        cache_k = cache_v = torch.zeros(layers, 3, heads, 0, dim)
+        for t in range(prev.size(1)):
+            out = reference.decoder(prev[:, :t + 1], encoder_out=ref_enc, incremental_state=state)
+            expected = reference.get_normalized_probs(out, log_probs=True)[:, -1]
+            got, cache_k, cache_v = step_graph(prev[:, t], torch.tensor(t), cache_k, cache_v, cross_k, cross_v, mask)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-5)
+            assert cache_k.shape == (layers, 3, heads, t + 1, dim)
+
+
+# -- the command -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoints(toy_data, tmp_path_factory):
+    """Trained toy checkpoints: ``{norm: path}`` for UN, LN and RMSNorm."""
+    folder = tmp_path_factory.mktemp("export-ckpt")
+    out = {}
+    for norm in ("un", "layer", "rms"):
+        args, task, model = build(toy_data, "--norm-type", norm)
+        out[norm] = save_checkpoint(args, train_steps(model, task, 150 if norm != "rms" else 10), folder / f"{norm}.pt")
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(toy_data, checkpoints, tmp_path_factory):
+    """``{norm: (OUTDIR, what un-export printed)}``."""
+    folder = tmp_path_factory.mktemp("export")
+    out = {}
+    for norm, ckpt in checkpoints.items():
+        printed = _export(ckpt, folder / norm, "--data", toy_data)
+        out[norm] = (folder / norm, printed)
+    return out
+
+
+def _export(ckpt, outdir, *extra):
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert export_cli.main([str(ckpt), str(outdir), *map(str, extra)]) == 0
+    return buffer.getvalue()
+
+
+def _graphs(outdir):
+    return {name: onnx.load(str(outdir / f"{name}.onnx")) for name in ("encoder", "decoder_step")}
+
+
+def test_folded_un_graphs_have_no_normalisation_op_and_ln_graphs_do(exports):
+    un_dir, un_printed = exports["un"]
+    for name, graph in _graphs(un_dir).items():
+        onnx.checker.check_model(graph, full_check=True)
+        counts = op_counts(graph)
+        assert not set(counts) & set(NORM_OPS), (name, counts)
+        assert counts["MatMul"] >= 8 and counts["Softmax"] >= 2  # the attention is there
+    assert "folded" in un_printed and un_printed.count("normalisation ops: none") == 2
+
+    ln_counts = {name: op_counts(g) for name, g in _graphs(exports["layer"][0]).items()}
+    # 2 layers: encoder 2 x 2 + final = 5 LayerNorms, decoder 2 x 3 + final = 7
+    assert ln_counts["encoder"].get("LayerNormalization") == 5
+    assert ln_counts["decoder_step"].get("LayerNormalization") == 7
+    assert "normalisation ops: LayerNormalization 5" in exports["layer"][1]
+
+    rms_counts = {name: op_counts(g) for name, g in _graphs(exports["rms"][0]).items()}
+    for counts in rms_counts.values():  # a norm lowered to primitive ops is caught too
+        assert {"ReduceMean", "Sqrt", "Pow"} <= set(counts)
+
+
+def test_manifest_and_dynamic_shapes(exports, checkpoints):
+    outdir, _ = exports["un"]
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    assert manifest["source_checkpoint"]["sha256"] == hashlib.sha256(checkpoints["un"].read_bytes()).hexdigest()
+    assert manifest["norms"]["norm_types"] == {"un": 12} and manifest["norms"]["folded"]
+    assert manifest["norms"]["graph_norm_types"] == {"none": 12}
+    assert manifest["exporter"]["opset"] >= 18
+    assert manifest["model"]["decoder_layers"] == 2 and manifest["model"]["decoder_heads"] == 4
+    assert manifest["census"]["encoder"] == op_counts(_graphs(outdir)["encoder"])
+    assert manifest["onnxruntime_check"]["largest_log_prob_difference"] < 1e-4
+    ln = json.loads((exports["layer"][0] / "manifest.json").read_text())
+    assert not ln["norms"]["folded"] and ln["norms"]["normalisation_ops_in_graphs"]["encoder"]
+
+    graphs = _graphs(outdir)
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for g in graphs.values() for i in g.graph.input}
+    batch, src_len = dims["src_tokens"]
+    assert isinstance(batch, str) and isinstance(src_len, str)  # symbolic, not traced sizes
+    assert isinstance(dims["cache_k"][1], str) and isinstance(dims["cache_k"][3], str)
+    assert dims["cache_k"][2] == 4 and dims["step"] == []
+
+
+def test_refusals_name_the_problem_and_leave_nothing(toy_data, checkpoints, tmp_path, capsys):
+    args, _, model = build(toy_data, arch=["--arch", "transformer", *TINY_MODEL[2:]])
+    plain = save_checkpoint(args, model, tmp_path / "plain.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoints["un"].read_bytes()[:1000])
+    cases = [
+        ([plain, tmp_path / "out"], "not a transformer_un checkpoint: its arch is 'transformer'"),
+        ([truncated, tmp_path / "out"], "truncated"),
+        ([tmp_path / "missing.pt", tmp_path / "out"], "no checkpoint at"),
+        ([checkpoints["un"], tmp_path / "out", "--tolerance", "1e-12"], "folding changed"),
+    ]
+    for argv, message in cases:
+        assert export_cli.main([str(a) for a in argv] + ["--data", str(toy_data)]) == 2
+        assert message in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.pt", "truncated.pt"]  # no OUTDIR, no temp dir
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    assert export_cli.main([str(checkpoints["layer"]), str(existing)]) == 2
+    assert "exists; give --overwrite" in capsys.readouterr().err
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+
+
+def test_outdir_is_replaced_only_once_complete(tmp_path):
+    """What ``--overwrite`` relies on: the old folder stays until the new one is complete."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("export failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_console_commands_help_lists_every_flag():
+    text = run(["un-export", "--help"]).stdout
+    for flag in ("--data", "--overwrite", "--opset", "--verify", "--no-verify", "--verify-batches", "--tolerance"):
+        assert flag in text
+    text = run(["un-translate", "--help"]).stdout
+    for flag in ("--input", "--beam", "--nbest", "--lenpen", "--unkpen", "--max-len-a", "--max-len-b",
+                 "--min-len", "--batch-size", "--remove-bpe", "--threads"):
+        assert flag in text
+
+
+def test_translator_imports_neither_torch_nor_fairseq():
+    code = ("import sys, un_translate, un_translate.cli; "
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'fairseq', 'un_fairseq'}); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_vocabulary_and_bpe_removal_match_fairseq(exports, toy_data):
+    from fairseq.data import Dictionary, data_utils
+
+    outdir, _ = exports["un"]
+    manifest = json.loads((outdir / "manifest.json").read_text())["dictionaries"]["source"]
+    ours = Vocabulary(outdir / "dict.src.txt", manifest["special_symbols"], manifest["specials"])
+    theirs = Dictionary.load(str(toy_data / "dict.src.txt"))
+    assert ours.symbols == theirs.symbols
+    line = "a1  a5 zz\ta3 "
+    assert ours.encode(line).tolist() == theirs.encode_line(line, add_if_not_exist=False).tolist()
+    for symbol in BPE_SYMBOLS:
+        for text in ("ab@@ c d@@ e f", "\u2581a b\u2581c", "a_b c_EOW d <SIL>  e|f"):
+            assert post_process(text, symbol) == data_utils.post_process(text, symbol), symbol
+    with pytest.raises(ValueError, match="unknown --remove-bpe 'xx'"):
+        post_process("a", "xx")
+
+
+# -- parity with fairseq-generate ---------------------------------------------------------
+
+def _h_lines(stdout):
+    """``{line id: (hypothesis, score)}`` of H lines."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("H-"):
+            key, score, text = line.split("\t")
+            out[int(key[2:])] = (text, float(score))
+    return out
+
+
+def _translate(outdir, source, capsys, *flags):
+    capsys.readouterr()
+    assert translate_cli.main([str(outdir), "--input", str(source), "--threads", "1", *map(str, flags)]) == 0
+    return _h_lines(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("norm", ["un", "layer"])
+def test_onnxruntime_translations_equal_fairseq_generate(toy_data, checkpoints, exports, norm, capsys):
+    """The whole toy test set, beam 5: identical hypotheses, scores within float32 noise."""
+    source = toy_data.parent / "text" / "test.src"
+    expected = _h_lines(generate(toy_data, checkpoints[norm], "--gen-subset", "test").stdout)
+    got = _translate(exports[norm][0], source, capsys, "--beam", 5, "--max-len-b", 16)
+    assert len(expected) == 40 and len({t for t, _ in expected.values()}) > 10
+    assert {k: t for k, (t, _) in got.items()} == {k: t for k, (t, _) in expected.items()}
+    assert max(abs(got[k][1] - s) for k, (_, s) in expected.items()) < 1e-4
+
+
+def test_search_options_and_batching_follow_fairseq_generate(toy_data, checkpoints, exports, capsys):
+    """Length penalty, max_len_a/b, min_len, unk penalty and a smaller beam; fairseq-generate
+    one sentence per batch (its max_len_a multiplies the batch's padded length)."""
+    source = toy_data.parent / "text" / "test.src"
+    flags = ["--beam", 4, "--lenpen", 0.6, "--max-len-a", 0.5, "--max-len-b", 2, "--min-len", 3, "--unkpen", 0.5]
+    expected = _h_lines(generate(toy_data, checkpoints["un"], "--gen-subset", "test", *map(str, flags),
+                                 "--batch-size", "1", "--required-batch-size-multiple", "1").stdout)
+    for batch_size in (1, 7):
+        got = _translate(exports["un"][0], source, capsys, *flags, "--batch-size", batch_size)
+        assert {k: t for k, (t, _) in got.items()} == {k: t for k, (t, _) in expected.items()}
+        assert max(abs(got[k][1] - s) for k, (_, s) in expected.items()) < 1e-4
+
+
+@pytest.mark.parametrize("options", [
+    dict(beam=5, max_len_b=12),
+    dict(beam=3, len_penalty=0.5, min_len=2, max_len_b=5),
+    dict(beam=8, len_penalty=1.5, unk_penalty=-1.0, max_len_a=0.5, max_len_b=3),
+])
+def test_every_hypothesis_equals_sequence_generators_with_a_tiny_vocabulary(tmp_path, options):
+    """All ``beam`` hypotheses of each sentence (not just the best), against fairseq's
+    SequenceGenerator in-process, on a random model over 5 words: the first step has fewer
+    candidates than ``2 x beam``, and the short maximum lengths force eos."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
+    from un_fairseq.export import exporter
+    from un_translate.beam_search import SearchOptions, beam_search
+
+    task = toy_task(9)
+    small = ["--encoder-layers", "1", "--decoder-layers", "2", "--encoder-embed-dim", "16",
+             "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+             "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
+    model = build_variant_models(model_args("transformer_un", "layer", small), task, ["layer"], seed=3)["layer"]
+    exporter.export_graphs(model, tmp_path)
+    exporter.write_manifest(tmp_path, None, model, {"norm_types": {}}, exporter.write_dictionaries(task, tmp_path),
+                            exporter.census(tmp_path), None)
+    translator = Translator(tmp_path, threads=1)
+    src, lengths = _right_padded(task, [7, 5, 4, 2], seed=4)
+
+    fairseq_hyps = SequenceGenerator(
+        [model], task.target_dictionary, beam_size=options["beam"], max_len_a=options.get("max_len_a", 0),
+        max_len_b=options["max_len_b"], min_len=options.get("min_len", 1),
+        len_penalty=options.get("len_penalty", 1.0), unk_penalty=options.get("unk_penalty", 0.0),
+    ).generate([model], {"net_input": {"src_tokens": src, "src_lengths": lengths}})
+    ours = beam_search(translator.model, src.numpy(), lengths.numpy(), translator.tgt_vocab,
+                       SearchOptions(**options), model.max_decoder_positions())
+    if options.get("max_len_a"):  # fairseq: the batch's padded length; ours: each sentence's own
+        keep = [i for i, n in enumerate(lengths.tolist()) if n == src.size(1)]
+        fairseq_hyps, ours = [fairseq_hyps[i] for i in keep], [ours[i] for i in keep]
+    for theirs, mine in zip(fairseq_hyps, ours):
+        assert [h["tokens"].tolist() for h in theirs] == [h.tokens.tolist() for h in mine]
+        np.testing.assert_allclose([h.score for h in mine], [float(h["score"]) for h in theirs], rtol=1e-5, atol=1e-5)
+
+
+def test_translator_api_and_bad_input(exports, tmp_path, capsys):
+    outdir, _ = exports["un"]
+    translator = Translator(outdir, beam=3, threads=1)
+    hyps = translator.translate(["a1 a2 a3", "", "a5 unknownword"])
+    assert [len(h) for h in hyps] == [3, 3, 3]
+    best = hyps[0][0]
+    assert best.tokens[-1] == translator.tgt_vocab.eos and best.score >= hyps[0][1].score
+    assert abs(best.positional_scores.sum() / len(best.tokens) - best.score) < 1e-5  # lenpen 1
+    assert isinstance(base2(best.score), float)
+
+    assert translate_cli.main([str(tmp_path), "--input", str(tmp_path / "x")]) == 2
+    assert "not an un-export folder: no manifest.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        translate_cli.main([str(outdir), "--input", "x", "--remove-bpe", "@@@"])
+    assert "--remove-bpe '@@@'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="beam=0"):
+        Translator(outdir, beam=0)
+
+
+def test_onnx_benchmark_runs_in_smoke_mode(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_onnx.py"), "--smoke", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "onnx.json").read_text())
+    assert {r["variant"] for r in result["results"]} >= {"ORT UN fused", "ORT LN", "ORT no norm", "fairseq eager UN"}
+    assert (tmp_path / "onnx.md").is_file()

@@ -1,0 +1,95 @@
+"""un-export: a ``transformer_un`` checkpoint -> ONNX graphs that ONNX Runtime (or any ONNX
+toolchain) runs without fairseq.
+
+Offline norms (UN, PN*, BN, MABN) are folded first (``un_fairseq.fuse``, checked against
+the unfolded model), so their graphs contain no normalisation op; online norms (LayerNorm,
+RMSNorm, PowerNorm) are exported as they are. OUTDIR receives:
+
+  encoder.onnx       src_tokens, src_lengths -> encoder_out, encoder_padding_mask, and every
+                     decoder layer's cross-attention keys and values (cross_k, cross_v)
+  decoder_step.onnx  tokens, step, cache_k, cache_v, cross_k, cross_v, encoder_padding_mask
+                     -> log_probs, new_cache_k, new_cache_v
+  dict.src.txt, dict.tgt.txt   fairseq's dictionaries
+  manifest.json      shapes, opset, norm types, op census, the checkpoint's sha256
+
+Batch size, source length and cache length are dynamic. Both graphs pass onnx.checker, and
+ONNX Runtime is compared with the checkpoint's own (unfolded) model before OUTDIR appears;
+OUTDIR is written atomically (nothing is left after a failure).
+
+    un-export checkpoints/checkpoint_best.pt export/ --data data-bin/iwslt14.tokenized.de-en
+    un-translate export/ --input test.de --beam 5
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from un_tools.atomic import atomic_dir
+from ..checkpoint_io import load_checkpoint
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="un-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a transformer_un checkpoint (fairseq-train's)")
+    p.add_argument("outdir", metavar="OUTDIR", help="the folder to write (must not exist, or see --overwrite)")
+    p.add_argument("--data", metavar="DIR",
+                   help="fairseq binarized data folder with the dictionaries (default: the folder "
+                        "stored in the checkpoint)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUTDIR (only once the new one is complete)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default: the exporter's, 20 with torch 2.13; >= 18)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare the folded model with the unfolded one, and ONNX Runtime with the "
+                        "checkpoint's model, on random tokens; fail (writing nothing) beyond "
+                        "--tolerance (default: on)")
+    p.add_argument("--verify-batches", type=int, default=4, metavar="N",
+                   help="random batches of the fold check (default: 4)")
+    p.add_argument("--tolerance", type=float, default=1e-4, metavar="TOL",
+                   help="allowed difference per value: TOL * (1 + |value|) (default: 1e-4, float32)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    checkpoint, outdir = Path(args.checkpoint), Path(args.outdir)
+    if outdir.exists() and not args.overwrite:
+        print(f"un-export: error: {outdir} exists; give --overwrite to replace it", file=sys.stderr)
+        return 2
+    if args.opset is not None and args.opset < 18:
+        print(f"un-export: error: --opset {args.opset}: the dynamo exporter writes opset 18 or later",
+              file=sys.stderr)
+        return 2
+    from . import exporter  # torch, onnx and fairseq load here, after the arguments are checked
+
+    try:
+        state = load_checkpoint(checkpoint)
+        tolerance = args.tolerance if args.verify else float("inf")
+        task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance)
+        with atomic_dir(outdir) as tmp:
+            exporter.export_graphs(model, tmp, args.opset)
+            dictionaries = exporter.write_dictionaries(task, tmp)
+            counts = exporter.census(tmp)
+            # the manifest first: the ONNX Runtime check reads the folder as un-translate does
+            exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None)
+            worst = exporter.check_with_onnxruntime(tmp, task, reference, args.tolerance) if args.verify else None
+            manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst)
+    except KeyboardInterrupt:
+        print("un-export: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"un-export: error: {err}", file=sys.stderr)
+        return 2
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(report["norm_types"].items()))
+    print(f"norms: {kinds}; " + ("folded (largest change: encoder {encoder_out:.3g}, decoder log-probs "
+                                 "{decoder_log_probs:.3g})".format(**report["fold_check"])
+                                 if report["folded"] else "exported as they are (not foldable or nothing to fold)"))
+    for line in exporter.census_lines(counts):
+        print(line)
+    if worst is not None:
+        print(f"ONNX Runtime vs the checkpoint: largest log-probability difference {worst:.3g}")
+    sizes = {name: g["bytes"] / 2**20 for name, g in manifest["graphs"].items()}
+    print(f"wrote {outdir}: opset {manifest['exporter']['opset']}, "
+          + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in sizes.items()))
+    return 0

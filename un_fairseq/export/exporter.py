@@ -1,0 +1,213 @@
+"""From a ``transformer_un`` checkpoint to an ``un-export`` folder: fold, export, check.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)``, torch's default since 2.9, which handles
+both graphs here (dynamic batch, source and cache lengths, an empty cache included); the
+TorchScript exporter is not used.
+"""
+
+import copy
+import hashlib
+import json
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from un_translate import manifest as layout
+
+from .. import fuse
+from ..modules import OFFLINE_NORM_TYPES, norm_type_of
+from .census import format_census, norm_ops, op_counts
+from .graphs import DecoderStepGraph, EncoderGraph, unsupported_features
+
+#: beyond this many bytes of weights a graph keeps them in a ``.data`` file beside it (ONNX's
+#: protobuf limit is 2 GiB)
+INLINE_WEIGHTS_LIMIT = 1 << 30
+
+
+def norm_kinds(model: nn.Module) -> Dict[str, int]:
+    """``{norm type: count}`` over every norm position of the model."""
+    return dict(Counter(norm_type_of(m) for m in model.modules() if fuse._is_norm(m)))
+
+
+def prepare(state: Dict, data: Optional[str], verify_batches: int, tolerance: float, seed: int = 1):
+    """Rebuild the checkpoint's model and fold it when every norm is offline (or none).
+
+    Returns ``(task, model, reference, report)``: the model to export, the model as the
+    checkpoint stored it (the reference of every check) and what was done. Raises
+    ValueError when the fold changes the outputs by more than ``tolerance``.
+    """
+    task, model = fuse.build_from_state(state, data)
+    problems = unsupported_features(model)
+    if problems:
+        raise ValueError("un-export does not support " + ", ".join(problems))
+    kinds = norm_kinds(model)
+    report = {"norm_types": kinds, "folded": False}
+    reference = model
+    if set(kinds) <= set(OFFLINE_NORM_TYPES) | {"none"} and set(kinds) - {"none"}:
+        reference = copy.deepcopy(model)
+        enc_norm = model.encoder.layer_norm
+        enc_affine = None if norm_type_of(enc_norm) == "none" else fuse._affine(enc_norm, "encoder.layer_norm")
+        fuse.fuse_model(model)
+        batches = fuse._batches(task, model, None, verify_batches, seed)
+        worst_enc, worst_dec, bad = fuse.compare(task, reference, model, enc_affine, batches, tolerance)
+        report.update(folded=True, fold_check={"encoder_out": worst_enc, "decoder_log_probs": worst_dec})
+        if bad:
+            raise ValueError(f"folding changed {bad} values by more than the tolerance {tolerance:g} "
+                             f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g})")
+    report["graph_norm_types"] = norm_kinds(model)
+    return task, model.eval(), reference.eval(), report
+
+
+def _example_inputs(model: nn.Module, batch: int = 3, src_len: int = 7, cache_len: int = 4):
+    """Inputs to trace with: sizes >= 2 and all different, so that none is specialised."""
+    d = model.encoder.dictionary
+    src = torch.randint(d.nspecial, len(d), (batch, src_len))
+    lengths = torch.tensor([src_len] + [src_len - 2] * (batch - 1))
+    enc = EncoderGraph(model)
+    with torch.no_grad():
+        _, mask, cross_k, cross_v = enc(src, lengths)
+    layers, _, heads, _, dim = cross_k.shape
+    cache = torch.zeros(layers, batch, heads, cache_len, dim)
+    tokens = torch.full((batch,), d.eos())
+    return (src, lengths), (tokens, torch.tensor(cache_len), cache, cache.clone(), cross_k, cross_v, mask)
+
+
+def export_graphs(model: nn.Module, folder: Path, opset: Optional[int] = None) -> None:
+    """Write the encoder and decoder-step graphs of ``model`` (eval mode) into ``folder``."""
+    from torch.export import Dim
+
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" x 4
+    batch, src_len, cache_len = Dim("batch"), Dim("src_len"), Dim("cache_len")
+    enc_inputs, dec_inputs = _example_inputs(model)
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > INLINE_WEIGHTS_LIMIT
+    graphs = (
+        (EncoderGraph(model), enc_inputs, layout.ENCODER, layout.ENCODER_INPUTS, layout.ENCODER_OUTPUTS,
+         {"src_tokens": {0: batch, 1: src_len}, "src_lengths": {0: batch}}),
+        (DecoderStepGraph(model), dec_inputs, layout.DECODER_STEP, layout.DECODER_INPUTS, layout.DECODER_OUTPUTS,
+         {"tokens": {0: batch}, "step": None, "cache_k": {1: batch, 3: cache_len},
+          "cache_v": {1: batch, 3: cache_len}, "cross_k": {1: batch, 3: src_len},
+          "cross_v": {1: batch, 3: src_len}, "encoder_padding_mask": {0: batch, 1: src_len}}),
+    )
+    for module, inputs, filename, in_names, out_names, dynamic in graphs:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's own deprecation notices
+            torch.onnx.export(module.eval(), inputs, str(folder / filename), dynamo=True, verbose=False,
+                              opset_version=opset, input_names=list(in_names), output_names=list(out_names),
+                              dynamic_shapes=dynamic, external_data=external)
+        onnx.checker.check_model(str(folder / filename), full_check=True)
+
+
+def write_dictionaries(task, folder: Path) -> Dict:
+    """fairseq's dictionary files, and what the manifest says of them."""
+    out = {}
+    for side, d, filename in (("source", task.source_dictionary, layout.SOURCE_DICT),
+                              ("target", task.target_dictionary, layout.TARGET_DICT)):
+        d.save(str(folder / filename))
+        out[side] = {"file": filename, "size": len(d), "special_symbols": d.symbols[:d.nspecial],
+                     "specials": {"bos": d.bos(), "pad": d.pad(), "eos": d.eos(), "unk": d.unk()}}
+    return out
+
+
+@torch.no_grad()
+def check_with_onnxruntime(folder: Path, task, reference: nn.Module, tolerance: float,
+                           seed: int = 1, batch: int = 4, src_len: int = 11, tgt_len: int = 7) -> float:
+    """Largest ``|fairseq - ONNX Runtime|`` of the next-token log-probabilities: the
+    checkpoint's model (unfolded) teacher-forced over random tokens against the exported
+    graphs run step by step in ONNX Runtime. Raises ValueError beyond ``tolerance * (1 + |x|)``."""
+    from un_translate.onnx_model import OnnxModel
+
+    gen = torch.Generator().manual_seed(seed)
+    src_d, tgt_d = task.source_dictionary, task.target_dictionary
+    lengths = torch.tensor([src_len] + [max(2, src_len - 3 * i) for i in range(1, batch)])
+    src = torch.full((batch, src_len), src_d.pad())
+    for row, n in enumerate(lengths.tolist()):
+        src[row, :n - 1] = torch.randint(src_d.nspecial, len(src_d), (n - 1,), generator=gen)
+        src[row, n - 1] = src_d.eos()
+    prev = torch.randint(tgt_d.nspecial, len(tgt_d), (batch, tgt_len), generator=gen)
+    prev[:, 0] = tgt_d.eos()
+    enc = reference.encoder(src, src_lengths=lengths)
+    expected = reference.get_normalized_probs(reference.decoder(prev, encoder_out=enc), log_probs=True)
+
+    model = OnnxModel(folder, threads=1)
+    _, mask, cross_k, cross_v = model.encode(src.numpy(), lengths.numpy())
+    cache_k = cache_v = model.empty_cache(batch)
+    worst, bad = 0.0, 0
+    for step in range(tgt_len):
+        lprobs, cache_k, cache_v = model.step(prev[:, step].numpy(), step, cache_k, cache_v, cross_k, cross_v, mask)
+        ref = expected[:, step].double().numpy()
+        diff = np.abs(ref - lprobs)
+        worst = max(worst, float(diff.max()))
+        bad += int((diff > tolerance * (1 + np.abs(ref))).sum())
+    if bad:
+        raise ValueError(f"ONNX Runtime differs from the checkpoint by up to {worst:.3g} in {bad} "
+                         f"log-probabilities (tolerance {tolerance:g} * (1 + |value|))")
+    return worst
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def census(folder: Path) -> Dict[str, Dict[str, int]]:
+    """``{graph: {op: count}}`` of both graphs in ``folder``."""
+    return {name: op_counts(onnx.load(str(folder / filename), load_external_data=False))
+            for name, filename in (("encoder", layout.ENCODER), ("decoder_step", layout.DECODER_STEP))}
+
+
+def census_lines(counts: Dict[str, Dict[str, int]]) -> List[str]:
+    return [format_census(name, c) for name, c in counts.items()]
+
+
+def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, report: Dict, dictionaries: Dict,
+                   counts: Dict[str, Dict[str, int]], ort_worst: Optional[float]) -> Dict:
+    """The JSON manifest: source, model shape, norms, graphs and their I/O, dictionaries, census.
+    ``checkpoint`` None: a model that came from no file (benchmarks)."""
+    enc, dec = model.encoder, model.decoder
+    attn = dec.layers[0].self_attn
+    opset = next(o.version for o in onnx.load(str(folder / layout.ENCODER), load_external_data=False).opset_import
+                 if o.domain in ("", "ai.onnx"))
+    io = lambda spec: {name: {"dtype": dtype, "shape": shape} for name, (dtype, shape) in spec.items()}  # noqa: E731
+    manifest = {
+        "format": layout.FORMAT,
+        "source_checkpoint": None if checkpoint is None else {
+            "file": checkpoint.name, "sha256": sha256(checkpoint), "bytes": checkpoint.stat().st_size},
+        "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "api": "torch.onnx.export(dynamo=True)",
+                     "opset": opset},
+        "norms": {**report, "normalisation_ops_in_graphs": {k: norm_ops(v) for k, v in counts.items()}},
+        "model": {
+            "arch": model.args.arch if getattr(model, "args", None) is not None else type(model).__name__,
+            "embed_dim": enc.embed_tokens.embedding_dim, "encoder_layers": len(enc.layers),
+            "decoder_layers": len(dec.layers), "decoder_heads": attn.num_heads,
+            "decoder_head_dim": attn.head_dim, "max_source_positions": enc.max_positions(),
+            "max_decoder_positions": model.max_decoder_positions(),
+        },
+        "graphs": {
+            "encoder": {"file": layout.ENCODER, "bytes": _size(folder, layout.ENCODER),
+                        "inputs": io(layout.ENCODER_INPUTS), "outputs": io(layout.ENCODER_OUTPUTS)},
+            "decoder_step": {"file": layout.DECODER_STEP, "bytes": _size(folder, layout.DECODER_STEP),
+                             "inputs": io(layout.DECODER_INPUTS), "outputs": io(layout.DECODER_OUTPUTS)},
+        },
+        "dictionaries": dictionaries,
+        "census": counts,
+        "onnxruntime_check": None if ort_worst is None else {"largest_log_prob_difference": ort_worst},
+    }
+    (folder / layout.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _size(folder: Path, filename: str) -> int:
+    """Bytes of a graph with its external weights, if any."""
+    return sum(p.stat().st_size for p in folder.glob(filename + "*"))
