@@ -54,5 +54,5 @@ fi
   --gen-subset test --beam 5 --batch-size 128 --remove-bpe sentencepiece --cpu \
   > "$RUN/generate-test-fused.txt" 2>&1
 .venv/bin/python -m un_tools.reproduce.cli compare --unfused "$RUN/generate-test.txt" \
-  --fused "$RUN/generate-test-fused.txt" --label "$NORM"
+  --fused "$RUN/generate-test-fused.txt" --label "${NORM^^}"
 echo "[demo] outputs: $RUN/generate-test.txt (unfused), $RUN/generate-test-fused.txt (fused), $RUN/avg_fused.pt"
