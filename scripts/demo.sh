@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a fresh machine (CPU is enough: about 20 minutes on 2 cores once
-# set up, 15 of them training):
+# The main job, end to end, on a fresh machine (CPU is enough: about 18 minutes on 2 quiet cores once
+# set up, 17 of them training):
 #   1. set up .venv (torch CPU wheel first, then this package),
 #   2. prepare Multi30k De-En (from ../shared/data/multi30k when present, else downloaded),
 #   3. train a pre-norm Transformer whose every norm is UN (configs/demo.sh: the converged
