@@ -18,7 +18,6 @@ Writes ``inference.json``, ``inference.md`` and ``inference.png`` into ``--out``
 """
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -26,10 +25,7 @@ from pathlib import Path
 
 import torch
 
-from un_fairseq.benchmarks.common import (
-    build_variant_models, machine_info, model_args, peak_memory, round_robin, toy_task,
-)
-from un_fairseq.fuse import build_from_state, fuse_model
+from un_fairseq.benchmarks.common import benchmark_models, machine_info, peak_memory, round_robin
 
 VARIANTS = ("LN", "UN", "UN fused", "no norm")
 
@@ -61,26 +57,11 @@ def parse_args(argv=None):
 
 
 def build_models(args):
-    """``{variant: model}`` in eval mode on the device, and the target dictionary."""
-    if args.checkpoint:
-        from un_fairseq.checkpoint_io import load_checkpoint
-
-        task, trained = build_from_state(load_checkpoint(args.checkpoint), args.data)
-        models = build_variant_models(copy.deepcopy(trained.args), task, ["layer", "none"], reference=trained)
-        models["un"] = trained
-    else:
-        extra = []
-        if args.smoke:
-            extra = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
-                     "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
-                     "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2",
-                     "--decoder-attention-heads", "2"]
-        task = toy_task(args.vocab)
-        models = build_variant_models(model_args(args.arch, "un", extra), task, ["un", "layer", "none"])
-    fused = fuse_model(copy.deepcopy(models["un"]))
-    out = {"LN": models["layer"], "UN": models["un"], "UN fused": fused, "no norm": models["none"]}
-    for name, model in out.items():
-        model.eval().to(args.device)
+    """``{variant: model}`` in eval mode on the device, and the task."""
+    task, models = benchmark_models(args.checkpoint, args.data, args.arch, args.vocab, args.smoke)
+    out = {"LN": models["layer"], "UN": models["un"], "UN fused": models["un fused"], "no norm": models["none"]}
+    for model in out.values():
+        model.to(args.device)
         if args.fp16:
             model.half()
     return out, task

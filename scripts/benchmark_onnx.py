@@ -21,7 +21,6 @@ graphs, or the model's state dict as ``torch.save`` writes it.
 """
 
 import argparse
-import copy
 import json
 import logging
 import subprocess
@@ -34,11 +33,6 @@ from pathlib import Path
 
 ORT = {"ORT UN fused": "un fused", "ORT LN": "layer", "ORT no norm": "none"}
 EAGER = {"fairseq eager UN": "un", "fairseq eager LN": "layer"}
-SMOKE_MODEL = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
-               "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-               "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="transformer_un_iwslt_de_en", help="a transformer_un architecture")
@@ -68,21 +62,10 @@ def parse_args(argv=None):
 
 def build_models(args):
     """``{"un", "un fused", "layer", "none": model}`` sharing weights, in eval mode, and the task."""
-    from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
-    from un_fairseq.fuse import build_from_state, fuse_model
+    from un_fairseq.benchmarks.common import benchmark_models
 
-    if args.checkpoint:
-        from un_fairseq.checkpoint_io import load_checkpoint
-
-        task, trained = build_from_state(load_checkpoint(args.checkpoint), args.data)
-        models = build_variant_models(copy.deepcopy(trained.args), task, ["layer", "none"], reference=trained)
-        models["un"] = trained
-    else:
-        task = toy_task(args.vocab)
-        extra = SMOKE_MODEL if args.smoke else []
-        models = build_variant_models(model_args(args.arch, "un", extra), task, ["un", "layer", "none"])
-    models["un fused"] = fuse_model(copy.deepcopy(models["un"]))
-    return {k: m.eval() for k, m in models.items()}, task
+    task, models = benchmark_models(args.checkpoint, args.data, args.arch, args.vocab, args.smoke)
+    return models, task
 
 
 def export(model, task, folder: Path) -> int:

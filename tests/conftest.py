@@ -1,6 +1,7 @@
 """Fixtures shared by the test files."""
 
 import pytest
+import torch
 
 from fairseq_fixtures import preprocess, write_toy_corpus
 
@@ -12,3 +13,13 @@ def toy_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     write_toy_corpus(root / "text")
     return preprocess(root / "text", root / "bin")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait.
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,13 +27,7 @@ from un_translate.beam_search import base2
 from un_translate.vocabulary import BPE_SYMBOLS, Vocabulary, post_process
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _right_padded(task, lengths, seed=0):

@@ -17,13 +17,7 @@ from un_fairseq.checkpoint_io import load_checkpoint
 from un_fairseq.modules import NoNorm, OFFLINE_NORM_TYPES, PaddingAwareNorm
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def outputs(model, batch):

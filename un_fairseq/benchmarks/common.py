@@ -156,3 +156,30 @@ def build_variant_models(args, task, norms: List[str], seed: int = 1,
         model.load_state_dict({k: v for k, v in ref_state.items() if k in own and own[k].shape == v.shape},
                               strict=False)
     return models
+
+
+#: A one-layer, dimension-16 model for the benchmarks' ``--smoke`` mode (tests).
+SMOKE_MODEL = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
+               "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+               "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
+
+
+def benchmark_models(checkpoint: Optional[str], data: Optional[str], arch: str, vocab: int,
+                     smoke: bool = False):
+    """``(task, {"un", "layer", "none", "un fused": model})`` sharing their weights, in eval
+    mode: a trained UN ``checkpoint`` (on the dictionaries of ``data``) with LN and no-norm
+    twins carrying its weights, or else a random ``arch`` over ``vocab`` symbols
+    (:data:`SMOKE_MODEL` when ``smoke``); ``un fused`` is the UN model after ``fuse_model``."""
+    from ..checkpoint_io import load_checkpoint
+    from ..fuse import build_from_state, fuse_model
+
+    if checkpoint:
+        task, trained = build_from_state(load_checkpoint(checkpoint), data)
+        models = build_variant_models(copy.deepcopy(trained.args), task, ["layer", "none"], reference=trained)
+        models["un"] = trained
+    else:
+        task = toy_task(vocab)
+        models = build_variant_models(model_args(arch, "un", SMOKE_MODEL if smoke else []), task,
+                                      ["un", "layer", "none"])
+    models["un fused"] = fuse_model(copy.deepcopy(models["un"]))
+    return task, {k: m.eval() for k, m in models.items()}
