@@ -16,7 +16,7 @@ from typing import List
 from .config import REPO, ConfigError, load_dataset, load_profile
 from .evaluate import evaluate_run
 from .records import load_record, make_record, record_path, write_record
-from .tables import (ABLATIONS, TABLES, TABLE1_ORDER, collect, in_table_order, markdown_table, parse_list, runs_json,
+from .tables import (ABLATIONS, TABLES, TABLE1_EXTRA, TABLE1_ORDER, collect, in_table_order, markdown_table, parse_list, runs_json,
                      table1_variants, table9_variants, table10_variants)
 from .train import resolve_data, run_training
 
@@ -54,8 +54,10 @@ def parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--runs", help="root of the run folders (default: work/runs/PROFILE-DATASET)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the profile's SEEDS)")
     if command == "table1":
-        p.add_argument("--norms", help=f"comma-separated norms, trained in this order, listed in the "
-                                      f"paper's order (default: all eight: {','.join(TABLE1_ORDER)})")
+        p.add_argument("--norms", help=f"comma-separated rows, trained in this order, listed in the "
+                                      f"paper's order (default: all eight: {','.join(TABLE1_ORDER)}); "
+                                      f"extra rows: {','.join(TABLE1_EXTRA)} and Table 9's "
+                                      f"{','.join(k for k in ABLATIONS if k != 'un')}")
         p.add_argument("--figure", help="Figure 1 PNG (default: RUNS/figure1.png); 'none' to skip")
     elif command == "table9":
         p.add_argument("--variants", help=f"comma-separated ablations (default: {','.join(ABLATIONS)})")
