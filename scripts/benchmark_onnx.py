@@ -33,6 +33,8 @@ from pathlib import Path
 
 ORT = {"ORT UN fused": "un fused", "ORT LN": "layer", "ORT no norm": "none"}
 EAGER = {"fairseq eager UN": "un", "fairseq eager LN": "layer"}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="transformer_un_iwslt_de_en", help="a transformer_un architecture")
