@@ -67,10 +67,11 @@ def compare(unfused: Path, fused: Path, examples: int = 5, label: str = "UN") ->
     if examples and ids:
         print("example translations (test set, lowercased and tokenised as the model sees them):")
         step = max(1, len(ids) // examples)
-        for i in ids[::step][:examples]:
-            print(f"  source:      {src[i]}")
-            print(f"  reference:   {refs[ids.index(i)]}")
-            print(f"  {label} (fused): {hyps_f[ids.index(i)]}")
+        for k in range(0, len(ids), step)[:examples]:
+            # parse_generate lists hypotheses and references in sentence-id order, like ids
+            print(f"  source:      {src[ids[k]]}")
+            print(f"  reference:   {refs[k]}")
+            print(f"  {label} (fused): {hyps_f[k]}")
             print()
     if b_u != b_f:
         print(f"error: BLEU differs ({b_u} unfused vs {b_f} fused): folding changed the model",
