@@ -25,6 +25,7 @@ shows what an offline norm would face on the same residual stream).
 """
 
 import argparse
+import os
 from collections import defaultdict
 
 import torch
@@ -73,6 +74,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.batches < 2:
         p.error(f"--batches {args.batches}: need at least 2")
+    for path, what in ((args.checkpoint, "checkpoint"), (args.data, "--data folder")):
+        if not os.path.exists(path):
+            p.error(f"{what} not found: {path}")
 
     torch.manual_seed(args.seed)
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(

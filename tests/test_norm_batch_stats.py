@@ -63,3 +63,6 @@ def test_command_prints_one_row_per_norm_and_refuses_a_window_beyond_the_batches
     with pytest.raises(SystemExit):
         SCRIPT["main"]([str(ckpt), "--data", str(toy_data), "--batches", "6", "--window", "7"])
     assert "--window 7: must be between 1 and --batches (6)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        SCRIPT["main"]([str(tmp_path / "missing.pt"), "--data", str(toy_data)])
+    assert "checkpoint not found: " in capsys.readouterr().err
