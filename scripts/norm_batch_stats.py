@@ -87,8 +87,8 @@ def main(argv=None) -> int:
             if isinstance(module, FairseqDropout):
                 module.train()
     norms = [(n, m) for n, m in model.named_modules() if n.endswith("layer_norm")]
-    window = args.window or next((m.fwd_window for _, m in norms if hasattr(m, "fwd_window")),
-                                 NORM_DEFAULTS["un_window"])
+    window = args.window if args.window is not None else next(
+        (m.fwd_window for _, m in norms if hasattr(m, "fwd_window")), NORM_DEFAULTS["un_window"])
     if not 1 <= window <= args.batches:
         p.error(f"--window {window}: must be between 1 and --batches ({args.batches})")
 
