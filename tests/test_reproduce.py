@@ -332,6 +332,38 @@ def test_fairseq_nan_exit_is_fail_but_other_crashes_are_errors(monkeypatch, tmp_
     assert state["status"] == "done" and state["num_updates"] == 30 and state["last_train_loss"] == 6.0
 
 
+def test_a_run_killed_outright_keeps_its_wall_time_and_resume_adds_to_it(monkeypatch, tmp_path):
+    # the wrapper is killed with SIGKILL (no handler runs), as when the machine is taken away
+    data = fake_fairseq(monkeypatch, tmp_path, [])
+    killer = tmp_path / "killed_train.py"
+    killer.write_text(textwrap.dedent("""
+        import json, os, signal, time
+        for i in range(3):
+            time.sleep(0.4)
+            print("x | INFO | train_inner | " + json.dumps({"loss": "9.0", "num_updates": str(10 * (i + 1))}), flush=True)
+        time.sleep(0.4)  # let the wrapper read the last line
+        os.kill(os.getppid(), signal.SIGKILL)
+    """))
+    out = tmp_path / "run"
+    wrapper = textwrap.dedent(f"""
+        import sys
+        from un_tools.reproduce import config, train
+        train.fairseq_command = lambda name: [sys.executable, {str(killer)!r}]
+        train.run_training(config.load_profile("smoke"), config.load_dataset("toy"), "un", 1,
+                           {str(data)!r}, {str(out)!r}, quiet=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", wrapper], cwd=REPO, env=ENV, timeout=120)
+    assert proc.returncode == -9
+    killed = json.loads((out / "train.json").read_text())
+    assert killed["status"] == "running" and killed["num_updates"] == 30
+    assert killed["wall_s"] >= 1.0  # three 0.4 s sleeps before the last line was read
+    fake_fairseq(monkeypatch, tmp_path, [8.0, 7.0])
+    state = train.run_training(config.load_profile("smoke"), config.load_dataset("toy"), "un", 1,
+                               data, out, quiet=True)
+    assert state["status"] == "done" and state["wall_s"] >= killed["wall_s"]
+    assert (out / "train.log").read_text().count("### ") == 2
+
+
 # ---------------------------------------------------------------- the scripts
 
 

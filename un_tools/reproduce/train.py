@@ -5,7 +5,8 @@
 
 Writes into ``--out``: ``checkpoints/`` (fairseq's ``--save-dir``), ``train.log`` (fairseq's
 output, appended across resumes), ``command.txt`` and ``train.json`` (status ``running``,
-``done``, ``FAIL`` or ``error``, the reason, updates, wall time).
+``done``, ``FAIL`` or ``error``, the reason, updates, wall time; while it runs, the
+updates and wall time so far, rewritten at every log line that has them).
 
 - A finished run (``done`` or ``FAIL`` in ``train.json``) is not trained again unless ``--force``.
 - An interrupted run resumes from ``checkpoints/checkpoint_last.pt`` (fairseq's own restore).
@@ -175,6 +176,10 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
                 rec = parse_line(line)
                 if rec is not None and rec.updates is not None:
                     updates = max(updates or 0, rec.updates)
+                    # kept current, so that a run killed outright (SIGKILL, a machine taken
+                    # away) still has its wall time when it is resumed
+                    state.update(wall_s=round(prior_wall + time.time() - started, 1), num_updates=updates)
+                    write_json(state_path, state)
                 if rec is not None and rec.kind == "train_inner":
                     last_loss = rec.loss
                     if monitor.add(rec):
