@@ -51,7 +51,7 @@ if ! .venv/bin/un-fuse "$RUN/avg.pt" "$RUN/avg_fused.pt" --data "$DATA/bin"; the
   exit 0
 fi
 .venv/bin/python -m fairseq_cli.generate "$DATA/bin" --user-dir un_fairseq --path "$RUN/avg_fused.pt" \
-  --gen-subset test --beam 5 --batch-size 128 --remove-bpe sentencepiece --cpu \
+  --gen-subset test --beam 5 --batch-size 128 --required-batch-size-multiple 1 --remove-bpe sentencepiece --cpu \
   > "$RUN/generate-test-fused.txt" 2>&1
 .venv/bin/python -m un_tools.reproduce.cli compare --unfused "$RUN/generate-test.txt" \
   --fused "$RUN/generate-test-fused.txt" --label "${NORM^^}"

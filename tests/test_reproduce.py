@@ -435,17 +435,45 @@ def test_smoke_sweep_then_resume(toy_data, tmp_path):
     assert f"| UN | ✓ | {ev['bleu']:.2f} ± – |" in table.read_text()
 
 
-def test_missing_default_reference_falls_back_to_fairseq_references(toy_data, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def smoke_layer_run(toy_data, tmp_path_factory):
+    """A smoke-profile LN run on the toy corpus, trained once for the evaluation tests."""
+    runs = tmp_path_factory.mktemp("smoke") / "runs"
+    script("reproduce-table1.sh", "--scale", "smoke", "--dataset", "toy", "--data", toy_data, "--runs", runs,
+           "--norms", "layer", "--output", runs.parent / "t.md", check=True)
+    return runs / "layer" / "seed1"
+
+
+def test_missing_default_reference_falls_back_to_fairseq_references(toy_data, smoke_layer_run, tmp_path, capsys):
     """Where ../shared is absent, the dataset's default sacreBLEU reference is missing: the
     evaluation says so and scores against fairseq's detokenised T- lines instead."""
     import dataclasses
 
     from un_tools.reproduce import config, evaluate
 
-    runs = tmp_path / "runs"
-    script("reproduce-table1.sh", "--scale", "smoke", "--dataset", "toy", "--data", toy_data, "--runs", runs,
-           "--norms", "layer", "--output", tmp_path / "t.md", check=True)
     dataset = dataclasses.replace(config.load_dataset("toy"), sacrebleu_ref=str(tmp_path / "absent.en.gz"))
-    result = evaluate.evaluate_run(runs / "layer" / "seed1", toy_data, dataset, ["--beam", "2"], 1, force=True)
+    result = evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, ["--beam", "2"], 1, force=True)
     assert "is missing: scoring against fairseq's detokenised T- lines" in capsys.readouterr().out
     assert result["sacrebleu_reference"] == "detokenised fairseq T- lines" and result["sentences"] == 40
+
+
+def test_evaluation_translates_every_sentence_of_a_test_set_of_any_size(smoke_layer_run, tmp_path):
+    """fairseq's default --required-batch-size-multiple 8 drops the last batch when its size is
+    not a multiple of 8 (fairseq #5036): with batches of at most 16, a 43-sentence test set
+    would be scored on 40 sentences (batches of 16, 16 and 8; the 3 longest dropped). The
+    evaluation translates all 43 and checks the count."""
+    from fairseq_fixtures import preprocess, write_toy_corpus
+    from un_tools.reproduce import config, evaluate
+
+    text = tmp_path / "text"
+    write_toy_corpus(text)  # the same train split, so the same dictionary as the run's
+    lines = {side: (text / f"test.{side}").read_text().splitlines() for side in ("src", "tgt")}
+    for side in lines:
+        (text / f"test.{side}").write_text("\n".join(lines[side] + lines[side][:3]) + "\n")
+    data = preprocess(text, tmp_path / "bin")
+    assert evaluate.subset_size(data, "test", "src", "tgt") == 43
+    result = evaluate.evaluate_run(smoke_layer_run, data, config.load_dataset("toy"),
+                                   ["--beam", "2", "--batch-size", "16"], 1, force=True, quiet=True)
+    assert result["sentences"] == 43
+    with pytest.raises(FileNotFoundError, match="no binarized 'dev' subset"):
+        evaluate.subset_size(data, "dev", "src", "tgt")

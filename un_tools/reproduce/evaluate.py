@@ -11,7 +11,11 @@ Steps, each printed:
    ``checkpoint_last.pt`` alone when there is no epoch checkpoint) -> ``RUN/avg.pt``;
 2. ``fairseq-generate`` with the profile's GEN_FLAGS (beam 5) and the dataset's ``--remove-bpe``
    (``sentencepiece`` or subword-nmt's ``@@ ``) -> ``RUN/generate-SUBSET.txt``; its ``BLEU4``
-   is the tokenised BLEU the paper reports;
+   is the tokenised BLEU the paper reports. Every sentence of the subset is translated:
+   ``--required-batch-size-multiple 1`` is passed, because fairseq's default of 8 drops the
+   last batch when its size is not a multiple of 8 (fairseq issue #5036; newstest2014's
+   3,003 sentences would lose their 59 longest, IWSLT14's 6,750 their 94 longest), and the
+   number of hypotheses is checked against the size of the binarized subset;
 3. sacreBLEU: hypotheses detokenised with sacremoses (Moses detokenizer, target language)
    against the dataset's raw reference (``SACREBLEU_REF``, text, .gz or .sgm), or, if it has none,
    against fairseq's detokenised ``T-`` lines; lowercased if the dataset is (``LOWERCASE=1``).
@@ -25,6 +29,7 @@ import gzip
 import html
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import time
@@ -105,6 +110,23 @@ def run_cmd(cmd: List[str], log: Path) -> str:
     return proc.stdout
 
 
+def subset_size(data: Path, subset: str, src: str, tgt: str) -> int:
+    """The number of sentences in a binarized subset, read from the header of its source-side
+    ``.idx`` (fairseq's ``mmap`` format, the default of fairseq-preprocess: a 9-byte magic, a
+    uint64 version, a uint8 dtype code, then the uint64 count; or the legacy ``TNTIDX``
+    format: an 8-byte magic, uint64 version, code, element size, then the uint64 count)."""
+    path = Path(data) / f"{subset}.{src}-{tgt}.{src}.idx"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {data} has no binarized '{subset}' subset for {src}-{tgt}")
+    with open(path, "rb") as f:
+        head = f.read(40)
+    if head.startswith(b"MMIDIDX\x00\x00") and len(head) >= 26:
+        return struct.unpack("<Q", head[18:26])[0]
+    if head.startswith(b"TNTIDX\x00\x00") and len(head) >= 40:
+        return struct.unpack("<Q", head[32:40])[0]
+    raise ValueError(f"{path}: not a fairseq index file (unknown header {head[:9]!r})")
+
+
 def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], num_checkpoints: int,
                  subset: str = "test", sacrebleu_ref: Optional[str] = None, force: bool = False,
                  quiet: bool = False) -> dict:
@@ -144,7 +166,8 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
         say(f"{run}: no epoch checkpoint (training stopped inside epoch 1); using {last.name}")
         model = last
     cmd = [*fairseq_command("fairseq-generate"), str(data), "--user-dir", str(REPO / "un_fairseq"),
-           "--path", str(model), "--gen-subset", subset, *gen_flags]
+           "--path", str(model), "--gen-subset", subset, *gen_flags,
+           "--required-batch-size-multiple", "1"]  # translate every sentence: see the docstring
     if dataset.remove_bpe:
         cmd += ["--remove-bpe", dataset.remove_bpe]
     if not cuda_available():
@@ -154,6 +177,11 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
     bleu, bleu_line, hyps, refs = parse_generate(out)
     if bleu is None:
         raise RuntimeError(f"no BLEU4 line in {run / f'generate-{subset}.txt'}")
+    expected = subset_size(data, subset, dataset.src, dataset.tgt)
+    if len(hyps) != expected:
+        raise RuntimeError(f"fairseq-generate translated {len(hyps)} of the {expected} sentences of "
+                           f"'{subset}' (see {run / f'generate-{subset}.txt'}): its BLEU would not be the "
+                           f"test set's")
     ref_file = sacrebleu_ref if sacrebleu_ref is not None else (dataset.sacrebleu_ref if subset == "test" else "")
     if ref_file and sacrebleu_ref is None and not Path(ref_file).exists():
         # the dataset's default reference lives in ../shared/data, absent on some machines
