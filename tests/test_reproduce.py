@@ -335,16 +335,23 @@ def test_fairseq_nan_exit_is_fail_but_other_crashes_are_errors(monkeypatch, tmp_
 def test_a_run_killed_outright_keeps_its_wall_time_and_resume_adds_to_it(monkeypatch, tmp_path):
     # the wrapper is killed with SIGKILL (no handler runs), as when the machine is taken away
     data = fake_fairseq(monkeypatch, tmp_path, [])
+    out = tmp_path / "run"
     killer = tmp_path / "killed_train.py"
-    killer.write_text(textwrap.dedent("""
+    killer.write_text(textwrap.dedent(f"""
         import json, os, signal, time
         for i in range(3):
             time.sleep(0.4)
-            print("x | INFO | train_inner | " + json.dumps({"loss": "9.0", "num_updates": str(10 * (i + 1))}), flush=True)
-        time.sleep(0.4)  # let the wrapper read the last line
+            print("x | INFO | train_inner | " + json.dumps({{"loss": "9.0", "num_updates": str(10 * (i + 1))}}), flush=True)
+        deadline = time.time() + 60  # until the wrapper has recorded the last line, however slow
+        while time.time() < deadline:
+            try:
+                if json.load(open({str(out / "train.json")!r})).get("num_updates") == 30:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
         os.kill(os.getppid(), signal.SIGKILL)
     """))
-    out = tmp_path / "run"
     wrapper = textwrap.dedent(f"""
         import sys
         from un_tools.reproduce import config, train
