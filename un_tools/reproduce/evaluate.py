@@ -180,8 +180,8 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
     expected = subset_size(data, subset, dataset.src, dataset.tgt)
     if len(hyps) != expected:
         raise RuntimeError(f"fairseq-generate translated {len(hyps)} of the {expected} sentences of "
-                           f"'{subset}' (see {run / f'generate-{subset}.txt'}): its BLEU would not be the "
-                           f"test set's")
+                           f"'{subset}' (see {run / f'generate-{subset}.txt'}): its BLEU would not cover "
+                           f"the whole subset")
     ref_file = sacrebleu_ref if sacrebleu_ref is not None else (dataset.sacrebleu_ref if subset == "test" else "")
     if ref_file and sacrebleu_ref is None and not Path(ref_file).exists():
         # the dataset's default reference lives in ../shared/data, absent on some machines
