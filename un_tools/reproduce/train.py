@@ -160,6 +160,10 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
 
     monitor = DivergenceMonitor(profile.explode_ratio)
     started = time.time()
+
+    def wall_s() -> float:  # this run's training time so far, earlier invocations included
+        return round(prior_wall + time.time() - started, 1)
+
     updates = None
     last_loss = None
     tail: List[str] = []
@@ -178,7 +182,7 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
                     updates = max(updates or 0, rec.updates)
                     # kept current, so that a run killed outright (SIGKILL, a machine taken
                     # away) still has its wall time when it is resumed
-                    state.update(wall_s=round(prior_wall + time.time() - started, 1), num_updates=updates)
+                    state.update(wall_s=wall_s(), num_updates=updates)
                     write_json(state_path, state)
                 if rec is not None and rec.kind == "train_inner":
                     last_loss = rec.loss
@@ -193,12 +197,12 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
         except BaseException:
             proc.terminate()
             proc.wait()
-            state.update(wall_s=prior_wall + time.time() - started, reason="interrupted")
+            state.update(wall_s=wall_s(), reason="interrupted")
             write_json(state_path, state)
             raise
     text = "".join(tail)
     reason = monitor.reason or fatal_error(text)
-    state.update(wall_s=round(prior_wall + time.time() - started, 1), num_updates=updates,
+    state.update(wall_s=wall_s(), num_updates=updates,
                  last_train_loss=last_loss, returncode=proc.returncode)
     if reason:
         state.update(status="FAIL", reason=reason)
