@@ -377,7 +377,7 @@ def test_a_run_killed_outright_keeps_its_wall_time_and_resume_adds_to_it(monkeyp
 def test_every_script_has_help():
     expected = {
         "train.sh": ["--profile", "--norm", "--seed", "--data", "--out", "--dataset", "--force"],
-        "evaluate.sh": ["--run", "--num-checkpoints", "--sacrebleu-ref", "--subset"],
+        "evaluate.sh": ["--run", "--num-checkpoints", "--sacrebleu-ref", "--subset", "--checkpoint"],
         "reproduce-table1.sh": ["--scale", "--dataset", "--norms", "--seeds", "--figure", "--runs"],
         "reproduce-table9.sh": ["--scale", "--variants", "--seeds"],
         "reproduce-table10.sh": ["--scale", "--momenta", "--seeds"],
@@ -484,3 +484,30 @@ def test_evaluation_translates_every_sentence_of_a_test_set_of_any_size(smoke_la
     assert result["sentences"] == 43
     with pytest.raises(FileNotFoundError, match="no binarized 'dev' subset"):
         evaluate.subset_size(data, "dev", "src", "tgt")
+
+
+def test_a_given_checkpoint_is_translated_as_it_is_with_the_profiles_flags(toy_data, smoke_layer_run, tmp_path):
+    """--checkpoint (the demo's fused model) skips the averaging, keeps the run's own eval.json and
+    generate-test.txt, and translates with the same flags: given the averaged model itself it
+    reproduces the averaged evaluation's hypotheses and BLEU."""
+    from un_tools.reproduce import config, evaluate
+
+    dataset, flags = config.load_dataset("toy"), config.load_profile("smoke").gen_flags
+    averaged = evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, force=True, quiet=True)
+    own = {name: (smoke_layer_run / name).read_bytes() for name in ("eval.json", "generate-test.txt")}
+    given = evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, quiet=True,
+                                  checkpoint=smoke_layer_run / "avg.pt")
+    assert given["checkpoints"] == ["avg.pt"] and given["sentences"] == averaged["sentences"] == 40
+    assert given["bleu"] == averaged["bleu"] and given["sacrebleu"] == averaged["sacrebleu"]
+    hyps = [evaluate.parse_generate((smoke_layer_run / name).read_text())[2]
+            for name in ("generate-test.txt", "generate-test-avg.txt")]
+    assert hyps[0] == hyps[1]
+    assert (smoke_layer_run / "eval-avg.json").exists()
+    assert {name: (smoke_layer_run / name).read_bytes() for name in own} == own
+    proc = script("evaluate.sh", "--run", smoke_layer_run, "--data", toy_data, "--checkpoint", tmp_path / "fused.pt")
+    assert proc.returncode == 2 and f"--checkpoint {tmp_path / 'fused.pt'}: no such file" in proc.stderr
+    truncated = tmp_path / "truncated.pt"  # the given file is what fairseq loads: a broken one fails
+    truncated.write_bytes((smoke_layer_run / "avg.pt").read_bytes()[:4096])
+    with pytest.raises(RuntimeError, match="failed with status"):
+        evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, quiet=True, checkpoint=truncated)
+    assert not (smoke_layer_run / "eval-truncated.json").exists()

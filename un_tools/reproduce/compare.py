@@ -4,7 +4,7 @@ model's translation speed as fairseq-generate measured it (its ``Translated N se
 Ts`` line: the generation loop only, model loading excluded), and a few example translations.
 
     python -m un_tools.reproduce.cli compare --unfused RUN/generate-test.txt \
-        --fused RUN/generate-test-fused.txt [--examples 5]
+        --fused RUN/generate-test-avg_fused.txt [--examples 5]
 
 Exit status 1 when the BLEU scores differ (folding must not change the translations).
 """

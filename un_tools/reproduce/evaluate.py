@@ -4,6 +4,7 @@ detokenised sacreBLEU with its signature.
 
     scripts/evaluate.sh --run work/runs/un/seed1 --data work/m30k/bin --dataset multi30k \
         [--profile mini] [--num-checkpoints N] [--subset test] [--sacrebleu-ref FILE] [--force]
+        [--checkpoint FILE]
 
 Steps, each printed:
 1. ``un-average-checkpoints`` over the N newest ``checkpointE.pt`` of ``RUN/checkpoints``
@@ -22,6 +23,10 @@ Steps, each printed:
 
 Writes ``RUN/eval.json``. A run whose eval.json is newer than its checkpoints is not evaluated
 again unless ``--force``.
+
+``--checkpoint FILE`` skips step 1 and translates FILE as it is (e.g. the fused ``avg_fused.pt``
+that ``un-fuse`` wrote), with the same generation flags and checks; its outputs are named after
+the file: ``RUN/generate-SUBSET-avg_fused.txt`` and ``RUN/eval-avg_fused.json``.
 """
 
 import argparse
@@ -35,8 +40,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
-
-
 
 from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
 from .train import check_data, fairseq_command, cuda_available, read_json, resolve_data, write_json
@@ -129,7 +132,9 @@ def subset_size(data: Path, subset: str, src: str, tgt: str) -> int:
 
 def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], num_checkpoints: int,
                  subset: str = "test", sacrebleu_ref: Optional[str] = None, force: bool = False,
-                 quiet: bool = False) -> dict:
+                 quiet: bool = False, checkpoint: Optional[Path] = None) -> dict:
+    """Average and translate RUN's checkpoints (or translate ``checkpoint`` as it is); returns and
+    writes the eval record. See the module docstring for the steps and file names."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     if num_checkpoints < 1:
         raise ValueError(f"--num-checkpoints must be >= 1, got {num_checkpoints}")
@@ -137,20 +142,31 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
         raise FileNotFoundError(f"run folder not found: {run}")
     run, data = run.resolve(), Path(data).resolve()  # fairseq runs from the repository root
     check_data(data, dataset)
-    ckdir = checkpoint_dir(run)
-    epochs = epoch_checkpoints(ckdir)
-    last = ckdir / "checkpoint_last.pt"
-    if not epochs and not last.exists():
-        raise FileNotFoundError(f"{ckdir} holds no checkpointE.pt and no checkpoint_last.pt: train first")
-    newest = max(p.stat().st_mtime for p in epochs + ([last] if last.exists() else []))
-    eval_path = run / "eval.json"
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint).resolve()
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+        epochs, last, suffix = [], checkpoint, f"-{checkpoint.stem}"
+        newest = checkpoint.stat().st_mtime
+    else:
+        ckdir = checkpoint_dir(run)
+        epochs = epoch_checkpoints(ckdir)
+        last, suffix = ckdir / "checkpoint_last.pt", ""
+        if not epochs and not last.exists():
+            raise FileNotFoundError(f"{ckdir} holds no checkpointE.pt and no checkpoint_last.pt: train first")
+        newest = max(p.stat().st_mtime for p in epochs + ([last] if last.exists() else []))
+    eval_path = run / f"eval{suffix}.json"
+    generate_path = run / f"generate-{subset}{suffix}.txt"
     done = read_json(eval_path)
     if done and not force and done.get("subset") == subset and eval_path.stat().st_mtime >= newest:
         say(f"{run}: already evaluated (BLEU {done.get('bleu')}), not redone")
         return done
     started = time.time()
     avg = run / "avg.pt"
-    if epochs:
+    if checkpoint is not None:
+        used, model = [checkpoint], checkpoint
+        say(f"{run}: translating {checkpoint} as it is (no averaging)")
+    elif epochs:
         n = min(num_checkpoints, len(epochs))
         used = epochs[-n:]
         note = "" if n == num_checkpoints else f" (only {len(epochs)} epoch checkpoints exist)"
@@ -173,14 +189,14 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
     if not cuda_available():
         cmd.append("--cpu")
     say(f"{run}: {shlex.join(cmd)}")
-    out = run_cmd(cmd, run / f"generate-{subset}.txt")
+    out = run_cmd(cmd, generate_path)
     bleu, bleu_line, hyps, refs = parse_generate(out)
     if bleu is None:
-        raise RuntimeError(f"no BLEU4 line in {run / f'generate-{subset}.txt'}")
+        raise RuntimeError(f"no BLEU4 line in {generate_path}")
     expected = subset_size(data, subset, dataset.src, dataset.tgt)
     if len(hyps) != expected:
         raise RuntimeError(f"fairseq-generate translated {len(hyps)} of the {expected} sentences of "
-                           f"'{subset}' (see {run / f'generate-{subset}.txt'}): its BLEU would not cover "
+                           f"'{subset}' (see {generate_path}): its BLEU would not cover "
                            f"the whole subset")
     ref_file = sacrebleu_ref if sacrebleu_ref is not None else (dataset.sacrebleu_ref if subset == "test" else "")
     if ref_file and sacrebleu_ref is None and not Path(ref_file).exists():
@@ -222,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sacrebleu-ref", metavar="FILE",
                    help="raw reference for sacreBLEU (default: the dataset's SACREBLEU_REF; '' = detokenised T- lines)")
     p.add_argument("--force", action="store_true", help="evaluate again even if eval.json is up to date")
+    p.add_argument("--checkpoint", metavar="FILE", type=Path,
+                   help="translate FILE as it is instead of averaging RUN's checkpoints (e.g. a fused "
+                        "model); writes RUN/generate-SUBSET-STEM.txt and RUN/eval-STEM.json")
     return p
 
 
@@ -240,7 +259,7 @@ def main(argv=None) -> int:
         data = resolve_data(args.data or info.get("data"), dataset)
         evaluate_run(run, data, dataset, profile.gen_flags,
                      args.num_checkpoints or profile.avg_checkpoints, args.subset,
-                     args.sacrebleu_ref, args.force)
+                     args.sacrebleu_ref, args.force, checkpoint=args.checkpoint)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"evaluate.sh: error: {err}", file=sys.stderr)
         return 2
