@@ -191,6 +191,35 @@ def test_table1_from_committed_records_alone(tmp_path):
     assert "| UN | ✓ | 34.00 ± –" in tables.build("1", runs, [1], ["un"], records=recs)
 
 
+def test_the_committed_table_and_the_readme_headline_follow_the_committed_records():
+    """results/multi30k-table1.md against its records, recomputed here (mean and sample std of the
+    done runs of each row), and the README's headline table is that table, line for line: a record
+    committed without rebuilding the table, or a table not pasted into the README, fails."""
+    import statistics
+
+    table = (REPO / "results" / "multi30k-table1.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
+    records = [json.loads(p.read_text()) for p in sorted((REPO / "results" / "multi30k").glob("*-seed*.json"))]
+    assert records and rows
+    labels = []
+    for row in rows:
+        label, _offline, bleu, _delta, sacre, runs = (cell.strip() for cell in row.strip("|").split("|"))
+        labels.append(label)
+        done = [r for r in records if r["label"] == label and r["status"] == "done"]
+        assert runs.startswith(f"{len(done)} ok"), row
+        for cell, key in ((bleu, "bleu"), (sacre, "sacrebleu")):
+            values = [r[key] for r in done]
+            if len(values) >= 2:
+                assert cell.startswith(f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"), row
+            elif values:
+                assert cell.startswith(f"{values[0]:.2f} ± –"), row
+    assert {r["label"] for r in records} <= set(labels)
+    readme = (REPO / "README.md").read_text()
+    headline = readme.split("\n## Headline result", 1)[1].split("\n## ", 1)[0]
+    assert [line for line in headline.splitlines() if line.startswith("|")] == \
+        [line for line in table.splitlines() if line.startswith("|")]
+
+
 def test_table9_and_table10_rows_and_reference(tmp_path):
     t9 = {v.key: v for v in tables.table9_variants()}
     assert t9["un"].flags == [] and t9["un-no-fp-gm"].flags == ["--un-no-fp-gm"]
