@@ -189,6 +189,16 @@ def test_table1_from_committed_records_alone(tmp_path):
     rec["bleu"] = 34.0
     (recs / "un-seed1.json").write_text(json.dumps(rec))
     assert "| UN | ✓ | 34.00 ± –" in tables.build("1", runs, [1], ["un"], records=recs)
+    # a third seed recorded for one row joins that row only; the others stay at the seeds asked for
+    make_run(runs, "layer", 3, "done", 38.0, 37.0)
+    v = variants["layer"]
+    records.write_record(recs, records.make_record(runs / "layer" / "seed3", "layer", v.label, v.flags, 3))
+    make_run(runs, "layer", 4, "done", 30.0, 29.0)  # a run folder without a record is not a record
+    assert records.recorded_seeds(recs, "layer") == [1, 2, 3] and records.recorded_seeds(recs, "un") == [1]
+    assert records.recorded_seeds(tmp_path / "absent", "layer") == []
+    three = tables.build("1", None, [1, 2], ["layer", "un"], records=recs)
+    assert "| LN | ✗ | 37.00 ± 1.00 | 0.00 | 36.00 ± 1.00 | 3 ok |" in three
+    assert "| UN | ✓ | 34.00 ± – (1/2 pending) | -3.00 |" in three
 
 
 def test_the_committed_table_and_the_readme_headline_follow_the_committed_records():

@@ -10,9 +10,10 @@ validation curves, the project commit it ran on and the exact fairseq-train comm
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from ..atomic import atomic_path
 from .logs import curves, final_updates
@@ -20,8 +21,21 @@ from .logs import curves, final_updates
 RECORD_VERSION = 1
 
 
+def _record_name(key: str, seed) -> str:
+    return f"{key}-seed{seed}.json"
+
+
 def record_path(records: Path, key: str, seed: int) -> Path:
-    return Path(records) / f"{key}-seed{seed}.json"
+    return Path(records) / _record_name(key, seed)
+
+
+def recorded_seeds(records: Optional[Path], key: str) -> List[int]:
+    """The seeds of ``key`` that have a record under ``records``, in increasing order."""
+    if records is None or not Path(records).is_dir():
+        return []
+    name = re.compile(re.escape(_record_name(key, "@")).replace("@", r"(\d+)"))
+    found = (name.fullmatch(p.name) for p in Path(records).glob(_record_name(key, "*")))
+    return sorted(int(m.group(1)) for m in found if m)
 
 
 def load_record(records: Optional[Path], key: str, seed: int) -> Optional[dict]:

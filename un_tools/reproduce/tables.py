@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .logs import final_updates
 from ..norm_names import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
-from .records import load_record
+from .records import load_record, recorded_seeds
 
 NORM_LABELS = {
     "layer": "LN", "rms": "RMSNorm", "none": "NoNorm", "batch": "BN", "mabn": "MABN",
@@ -165,7 +165,9 @@ def from_record(record: dict) -> RunResult:
 def collect(root: Optional[Path], variants: Sequence[Variant], seeds: Sequence[int],
             records: Optional[Path] = None) -> Dict[str, List[RunResult]]:
     """Each (row, seed) from its committed record under ``records`` when there is one, else
-    from its run folder ``root/KEY/seedS`` (pending when neither exists)."""
+    from its run folder ``root/KEY/seedS`` (pending when neither exists). A row's recorded runs
+    of seeds beyond ``seeds`` count too (e.g. a third seed given to LN and UN only): the table
+    shows every committed record of its rows."""
     def one(v: Variant, seed: int) -> RunResult:
         record = load_record(records, v.key, seed)
         if record is not None:
@@ -174,7 +176,8 @@ def collect(root: Optional[Path], variants: Sequence[Variant], seeds: Sequence[i
             return RunResult(v.key, seed, "pending")
         return read_run(root / v.key / f"seed{seed}", v.key, seed)
 
-    return {v.key: [one(v, s) for s in seeds] for v in variants}
+    return {v.key: [one(v, s) for s in sorted(set(seeds) | set(recorded_seeds(records, v.key)))]
+            for v in variants}
 
 
 @dataclass
@@ -288,7 +291,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", help="root folder holding VARIANT/seedS run folders")
     p.add_argument("--records", help="folder of committed run records (VARIANT-seedS.json); a "
                                      "record wins over a run folder")
-    p.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 1,2,3")
+    p.add_argument("--seeds", required=True,
+                   help="comma-separated seeds every row should have, e.g. 1,2 (a missing one is "
+                        "pending); a row's records of other seeds are included too")
     p.add_argument("--rows", help="comma-separated rows (norms for table 1, ablations for 9, momenta for 10)")
     p.add_argument("--title", default="")
     p.add_argument("--out", help="markdown file to write (default: print)")
