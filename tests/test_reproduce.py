@@ -525,10 +525,10 @@ def test_evaluation_translates_every_sentence_of_a_test_set_of_any_size(smoke_la
         evaluate.subset_size(data, "dev", "src", "tgt")
 
 
-def test_a_given_checkpoint_is_translated_as_it_is_with_the_profiles_flags(toy_data, smoke_layer_run, tmp_path):
-    """--checkpoint (the demo's fused model) skips the averaging, keeps the run's own eval.json and
-    generate-test.txt, and translates with the same flags: given the averaged model itself it
-    reproduces the averaged evaluation's hypotheses and BLEU."""
+def test_a_given_checkpoint_or_subset_is_evaluated_beside_the_runs_own_evaluation(toy_data, smoke_layer_run, tmp_path):
+    """--checkpoint (the demo's fused model) skips the averaging and translates with the same
+    flags: given the averaged model itself it reproduces the averaged evaluation's hypotheses and
+    BLEU. Neither it nor another --subset replaces the run's eval.json and generate-test.txt."""
     from un_tools.reproduce import config, evaluate
 
     dataset, flags = config.load_dataset("toy"), config.load_profile("smoke").gen_flags
@@ -543,8 +543,17 @@ def test_a_given_checkpoint_is_translated_as_it_is_with_the_profiles_flags(toy_d
     assert hyps[0] == hyps[1]
     assert (smoke_layer_run / "eval-avg.json").exists()
     assert {name: (smoke_layer_run / name).read_bytes() for name in own} == own
+    # another subset of the averaged model never replaces eval.json, which the tables and records read
+    proc = script("evaluate.sh", "--run", smoke_layer_run, "--data", toy_data, "--subset", "valid", check=True)
+    assert (smoke_layer_run / "eval-valid.json").exists() and (smoke_layer_run / "generate-valid.txt").exists()
+    assert {name: (smoke_layer_run / name).read_bytes() for name in own} == own
+    assert tables.read_run(smoke_layer_run, "layer", 1).bleu == averaged["bleu"]
     proc = script("evaluate.sh", "--run", smoke_layer_run, "--data", toy_data, "--checkpoint", tmp_path / "fused.pt")
     assert proc.returncode == 2 and f"--checkpoint {tmp_path / 'fused.pt'}: no such file" in proc.stderr
+    valid = evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, subset="valid", quiet=True,
+                                  checkpoint=smoke_layer_run / "avg.pt")
+    assert valid["subset"] == "valid" and valid["sentences"] == 40
+    assert json.loads((smoke_layer_run / "eval-valid-avg.json").read_text())["bleu"] == valid["bleu"]
     truncated = tmp_path / "truncated.pt"  # the given file is what fairseq loads: a broken one fails
     truncated.write_bytes((smoke_layer_run / "avg.pt").read_bytes()[:4096])
     with pytest.raises(RuntimeError, match="failed with status"):

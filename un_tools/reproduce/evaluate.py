@@ -21,12 +21,13 @@ Steps, each printed:
    against the dataset's raw reference (``SACREBLEU_REF``, text, .gz or .sgm), or, if it has none,
    against fairseq's detokenised ``T-`` lines; lowercased if the dataset is (``LOWERCASE=1``).
 
-Writes ``RUN/eval.json``. A run whose eval.json is newer than its checkpoints is not evaluated
-again unless ``--force``.
+Writes ``RUN/eval.json`` for the test set, ``RUN/eval-SUBSET.json`` for another subset (only
+``eval.json`` feeds the tables and run records). An evaluation newer than the checkpoints is not
+redone unless ``--force``.
 
 ``--checkpoint FILE`` skips step 1 and translates FILE as it is (e.g. the fused ``avg_fused.pt``
 that ``un-fuse`` wrote), with the same generation flags and checks; its outputs are named after
-the file: ``RUN/generate-SUBSET-avg_fused.txt`` and ``RUN/eval-avg_fused.json``.
+the file: ``RUN/generate-SUBSET-avg_fused.txt`` and ``RUN/eval-avg_fused.json`` (for the test set).
 """
 
 import argparse
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
+from .run_files import eval_file
 from .train import check_data, fairseq_command, cuda_available, read_json, resolve_data, write_json
 
 _BLEU = re.compile(r"Generate (\S+) with beam=(\d+): BLEU4 = ([\d.]+)")
@@ -146,17 +148,17 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
         checkpoint = Path(checkpoint).resolve()
         if not checkpoint.is_file():
             raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
-        epochs, last, suffix = [], checkpoint, f"-{checkpoint.stem}"
+        epochs, last, stem = [], checkpoint, checkpoint.stem
         newest = checkpoint.stat().st_mtime
     else:
         ckdir = checkpoint_dir(run)
         epochs = epoch_checkpoints(ckdir)
-        last, suffix = ckdir / "checkpoint_last.pt", ""
+        last, stem = ckdir / "checkpoint_last.pt", ""
         if not epochs and not last.exists():
             raise FileNotFoundError(f"{ckdir} holds no checkpointE.pt and no checkpoint_last.pt: train first")
         newest = max(p.stat().st_mtime for p in epochs + ([last] if last.exists() else []))
-    eval_path = run / f"eval{suffix}.json"
-    generate_path = run / f"generate-{subset}{suffix}.txt"
+    eval_path = run / eval_file(subset, stem)
+    generate_path = run / f"generate-{subset}{'-' + stem if stem else ''}.txt"
     done = read_json(eval_path)
     if done and not force and done.get("subset") == subset and eval_path.stat().st_mtime >= newest:
         say(f"{run}: already evaluated (BLEU {done.get('bleu')}), not redone")

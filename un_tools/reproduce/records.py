@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from ..atomic import atomic_path
 from .logs import curves, final_updates
+from .run_files import eval_file
 
 RECORD_VERSION = 1
 
@@ -62,7 +63,7 @@ def make_record(run: Path, key: str, label: str, flags, seed: int) -> Optional[d
     """The record of the run folder ``run``, or None if it is not finished (trained and
     evaluated, or FAIL)."""
     train = _read_json(run / "train.json")
-    ev = _read_json(run / "eval.json")
+    ev = _read_json(run / eval_file())
     status = train.get("status")
     if status not in ("done", "FAIL") or (status == "done" and ev.get("bleu") is None):
         return None

@@ -16,6 +16,7 @@ from typing import List
 from .config import REPO, ConfigError, load_dataset, load_profile
 from .evaluate import evaluate_run
 from .records import load_record, make_record, record_path, write_record
+from .run_files import eval_file
 from .tables import (ABLATIONS, TABLES, TABLE1_EXTRA, TABLE1_ORDER, collect, in_table_order, markdown_table, parse_list, runs_json,
                      table1_variants, table9_variants, table10_variants)
 from .train import resolve_data, run_training
@@ -129,7 +130,7 @@ def main(command: str, argv=None) -> int:
                       f"{record_path(records, v.key, seed)}, not run again")
                 continue
             if args.dry_run:
-                evaluated = (folder / "eval.json").exists()
+                evaluated = (folder / eval_file()).exists()
                 print(f"{head}: {state.get('status', 'not started')}{', evaluated' if evaluated else ''}"
                       f" -> {folder}")
                 continue

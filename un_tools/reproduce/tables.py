@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 from .logs import final_updates
 from ..norm_names import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
 from .records import load_record, recorded_seeds
+from .run_files import eval_file
 
 NORM_LABELS = {
     "layer": "LN", "rms": "RMSNorm", "none": "NoNorm", "batch": "BN", "mabn": "MABN",
@@ -134,7 +135,7 @@ def _read(path: Path) -> Optional[dict]:
 
 def read_run(folder: Path, variant: str, seed: int) -> RunResult:
     train = _read(folder / "train.json") or {}
-    ev = _read(folder / "eval.json") or {}
+    ev = _read(folder / eval_file()) or {}
     status = train.get("status")
     updates = train.get("num_updates")
     if (folder / "train.log").exists():  # the log knows the final count (train.json: the last logged)

@@ -32,6 +32,7 @@ from ..atomic import atomic_path
 from ..norm_names import NORM_TYPES
 from .config import REPO, ConfigError, Profile, Dataset, load_dataset, load_profile, flag_value
 from .logs import DivergenceMonitor, fatal_error, parse_line
+from .run_files import eval_file
 
 FINAL = ("done", "FAIL")
 
@@ -144,7 +145,7 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
     if force and state.get("status") in FINAL:
         # a fresh start: resuming a diverged run from its last checkpoint would not be a retry
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for name in ("train.log", "eval.json", "avg.pt"):
+        for name in ("train.log", eval_file(), "avg.pt"):
             if (out / name).exists():
                 os.replace(out / name, out / f"{name}.previous")
         say(f"{out}: --force: starting over (previous log kept as train.log.previous)")
