@@ -50,10 +50,10 @@ def compare(unfused: Path, fused: Path, examples: int = 5, label: str = "UN") ->
         if bleu is None:
             raise ValueError(f"--{name} {unfused if name == 'unfused' else fused}: no BLEU4 line "
                              f"(not a complete fairseq-generate output)")
-    (b_u, line_u, hyps_u, refs), (b_f, _line_f, hyps_f, _) = parsed["unfused"], parsed["fused"]
+    (b_u, line_u, hyps_u, refs), (b_f, line_f, hyps_f, _) = parsed["unfused"], parsed["fused"]
     same = sum(a == b for a, b in zip(hyps_u, hyps_f))
     print(f"BLEU, unfused model: {line_u}")
-    print(f"BLEU, fused model:   {parsed['fused'][1]}")
+    print(f"BLEU, fused model:   {line_f}")
     print(f"identical hypotheses: {same} / {len(hyps_u)}")
     speed = {k: parse_speed(t) for k, t in texts.items()}
     if speed["unfused"] and speed["fused"]:
