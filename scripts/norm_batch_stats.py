@@ -9,7 +9,9 @@ batches: UN's training forward divides batch ``t`` by the geometric mean of the 
 on sentence length, consecutive batches differ and UN's window mixes them. Per norm position,
 over ``--batches`` consecutive batches of ``--subset`` in training order (dropout active as in
 training unless ``--no-dropout``; the norms run in eval mode, so nothing in the checkpoint's
-state changes), with ``s_t`` the per-channel mean of ``x^2`` over the batch's real tokens:
+state changes), with ``s_t`` the per-channel mean of ``x^2`` over the batch's real tokens (over
+every position, padding included, with ``--count-padding``: the release's statistics, what a
+model trained with ``--un-count-padding`` divides by; the default follows the checkpoint):
 
 - ``sd log s``: standard deviation over batches of ``log s_t``, averaged over channels;
 - ``rms d`` / ``p99 |d|``: ``d = log s_t - mean(log s_{t-M+1..t})``, the log of the ratio of a
@@ -27,16 +29,17 @@ shows what an offline norm would face on the same residual stream).
 import argparse
 import os
 from collections import defaultdict
+from typing import Optional
 
 import torch
 
 from un_fairseq.models.norm_args import NORM_DEFAULTS
 
 
-def quadratic_mean(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def quadratic_mean(x: torch.Tensor, pad: Optional[torch.Tensor]) -> torch.Tensor:
     """``x``: T x B x C, ``pad``: B x T (True at padding) -> ``mean(x^2)`` over real tokens (C),
-    float64."""
-    rows = x.transpose(0, 1)[~pad]  # N x C
+    float64; over every position when ``pad`` is None."""
+    rows = x.reshape(-1, x.shape[-1]) if pad is None else x.transpose(0, 1)[~pad]  # N x C
     return rows.double().pow(2).mean(0)
 
 
@@ -71,6 +74,9 @@ def main(argv=None) -> int:
     p.add_argument("--epoch", type=int, default=1, help="the epoch whose batch order is read (default: 1)")
     p.add_argument("--seed", type=int, default=1, help="the training seed (sets the batch order; default: 1)")
     p.add_argument("--no-dropout", action="store_true", help="statistics without dropout (inference's input)")
+    p.add_argument("--count-padding", action=argparse.BooleanOptionalAction, default=None,
+                   help="s_t over every position, padding included (as --un-count-padding trains); "
+                        "default: as the checkpoint's norms count, else real tokens only")
     args = p.parse_args(argv)
     if args.batches < 2:
         p.error(f"--batches {args.batches}: need at least 2")
@@ -89,6 +95,8 @@ def main(argv=None) -> int:
     norms = [(n, m) for n, m in model.named_modules() if n.endswith("layer_norm")]
     window = args.window if args.window is not None else next(
         (m.fwd_window for _, m in norms if hasattr(m, "fwd_window")), NORM_DEFAULTS["un_window"])
+    count_padding = args.count_padding if args.count_padding is not None else any(
+        getattr(m, "count_padding", False) for _, m in norms)
     if not 1 <= window <= args.batches:
         p.error(f"--window {window}: must be between 1 and --batches ({args.batches})")
 
@@ -99,7 +107,7 @@ def main(argv=None) -> int:
 
     def hook(name, side):
         def fn(module, inputs):
-            log_s[name].append(quadratic_mean(inputs[0], masks[side]).log())
+            log_s[name].append(quadratic_mean(inputs[0], None if count_padding else masks[side]).log())
         return fn
 
     for name, module in norms:
@@ -118,7 +126,8 @@ def main(argv=None) -> int:
         return 2
     log_len = torch.tensor(lengths, dtype=torch.float64).log()
     print(f"{args.checkpoint}: {len(lengths)} consecutive batches of {args.subset} (epoch {args.epoch}, "
-          f"seed {args.seed}), window M = {window}, dropout {'off' if args.no_dropout else 'on'}; "
+          f"seed {args.seed}), window M = {window}, dropout {'off' if args.no_dropout else 'on'}, "
+          f"s_t over {'every position (padding counted)' if count_padding else 'real tokens'}; "
           f"mean source length per batch {min(lengths):.1f} to {max(lengths):.1f}")
     print(f"{'norm':42s} {'sd log s':>8s} {'rms d':>6s} {'p99 |d|':>7s} {'corr len':>8s}")
     for name, _ in norms:

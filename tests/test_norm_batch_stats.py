@@ -24,6 +24,8 @@ def test_quadratic_mean_counts_real_tokens_only():
     want = [sum(float(x[t, b, c]) ** 2 for b in range(3) for t in range(5) if not pad[b, t]) / 12
             for c in range(4)]
     assert SCRIPT["quadratic_mean"](x, pad).tolist() == pytest.approx(want, rel=1e-12)
+    every = [sum(float(x[t, b, c]) ** 2 for b in range(3) for t in range(5)) / 15 for c in range(4)]
+    assert SCRIPT["quadratic_mean"](x, None).tolist() == pytest.approx(every, rel=1e-12)
 
 
 def test_window_log_deviation_is_log_of_own_over_geometric_mean_of_window():
@@ -60,6 +62,21 @@ def test_command_prints_one_row_per_norm_and_refuses_a_window_beyond_the_batches
     for name, sd, rms, p99, corr in rows:
         assert float(sd) > 0 and 0 < float(rms) <= float(p99) and -1 <= float(corr) <= 1, name
     assert ckpt.read_bytes() == before
+    assert "s_t over real tokens" in out
+
+    # padding counted: what the checkpoint's norms do by default, or forced either way
+    args, _task, model = build(toy_data, "--norm-type", "un", "--un-window", "3", "--un-count-padding")
+    counted = save_checkpoint(args, model, tmp_path / "un-count-padding.pt")
+    for flags, want in (([], "every position (padding counted)"), (["--no-count-padding"], "real tokens")):
+        assert SCRIPT["main"]([str(counted), "--data", str(toy_data), "--max-tokens", "200",
+                               "--batches", "6", *flags]) == 0
+        assert f"s_t over {want}" in capsys.readouterr().out
+    assert SCRIPT["main"]([str(ckpt), "--data", str(toy_data), "--max-tokens", "200", "--batches", "6",
+                           "--count-padding"]) == 0
+    counted_rows = [line.split() for line in capsys.readouterr().out.splitlines()
+                    if line.startswith(("encoder.", "decoder."))]
+    assert [r[0] for r in counted_rows] == [r[0] for r in rows]
+    assert [r[1:] for r in counted_rows] != [r[1:] for r in rows]  # toy batches hold padding
     with pytest.raises(SystemExit):
         SCRIPT["main"]([str(ckpt), "--data", str(toy_data), "--batches", "6", "--window", "7"])
     assert "--window 7: must be between 1 and --batches (6)" in capsys.readouterr().err
