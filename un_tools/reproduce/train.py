@@ -30,7 +30,7 @@ from typing import List, Optional
 
 from ..atomic import atomic_path
 from ..norm_names import NORM_TYPES
-from .config import REPO, ConfigError, Profile, Dataset, load_dataset, load_profile, flag_value
+from .config import REPO, ConfigError, Profile, Dataset, available, load_dataset, load_profile, flag_value
 from .logs import DivergenceMonitor, fatal_error, parse_line
 from .run_files import eval_file
 
@@ -222,7 +222,7 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/train.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", required=True, help="configs/PROFILE.sh (iwslt14, wmt14_en_fr, mini, smoke) or a path")
+    p.add_argument("--profile", required=True, help=f"configs/PROFILE.sh ({', '.join(available())}) or a path")
     p.add_argument("--norm", required=True, metavar="NORM", help=f"--norm-type: {', '.join(NORM_TYPES)}")
     p.add_argument("--seed", required=True, type=int, help="fairseq --seed")
     p.add_argument("--data", help="binarized data folder (default: the dataset's DATA_DIR)")
