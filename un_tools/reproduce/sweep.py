@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import List
 
-from .config import REPO, ConfigError, load_dataset, load_profile
+from .config import REPO, ConfigError, available, load_dataset, load_profile
 from .evaluate import evaluate_run
 from .records import load_record, make_record, record_path, write_record
 from .run_files import eval_file
@@ -49,7 +49,7 @@ def parser(command: str) -> argparse.ArgumentParser:
                    help="profile: smoke (a few updates, tiny model), mini (Multi30k on CPU), full "
                         "(the paper's iwslt14 or wmt14_en_fr profile). Default: full")
     p.add_argument("--dataset", default="iwslt14",
-                   help="iwslt14, wmt14 (En-Fr) or multi30k (configs/dataset-NAME.sh). Default: iwslt14")
+                   help=f"configs/dataset-NAME.sh: {', '.join(available('dataset-'))}. Default: iwslt14")
     p.add_argument("--profile", help="use configs/PROFILE.sh instead of the one --scale picks")
     p.add_argument("--data", help="binarized data folder (default: the dataset's DATA_DIR)")
     p.add_argument("--runs", help="root of the run folders (default: work/runs/PROFILE-DATASET)")
