@@ -4,7 +4,7 @@
 #   1. set up .venv (torch CPU wheel first, then this package),
 #   2. prepare Multi30k De-En (from ../shared/data/multi30k when present, else downloaded),
 #   3. train a pre-norm Transformer whose every norm is UN (configs/demo.sh: the converged
-#      Multi30k profile's model on a schedule twice as fast, 4 epochs),
+#      Multi30k profile's model on a faster schedule),
 #   4. average its last checkpoints, translate the test set with beam 5 and print BLEU,
 #   5. fold every norm into the linear layers (un-fuse, verified), translate again with the fused
 #      model, and print both BLEUs (equal), both translation times and a few translations.
@@ -21,8 +21,8 @@ usage: bash scripts/demo.sh [--norm-type NAME] [--work DIR]
                     (only un, power_noscale, batch, mabn and none can be fused)
   --work DIR        where data, checkpoints and outputs go (default: work/, git-ignored)
 
-Hyperparameters: configs/demo.sh (configs/multi30k.sh's model, peak lr 2e-3 after 200
-warmup updates, 4 epochs; measured for UN only).
+Hyperparameters (configs/demo.sh, measured for UN only):
+  $(source configs/demo.sh && printf '%s' "$DESCRIPTION")
 USAGE
 }
 
