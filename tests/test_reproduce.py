@@ -428,6 +428,22 @@ def test_every_script_has_help():
             assert flag in proc.stdout, (name, flag)
 
 
+def test_help_texts_name_what_configs_holds():
+    """--help reads configs/, not a hand-written copy: every profile, every dataset, and the
+    demo's schedule as configs/demo.sh describes it."""
+    def flat(text):
+        return " ".join(text.split())
+    profiles = sorted(p.stem for p in (REPO / "configs").glob("*.sh") if not p.stem.startswith("dataset-"))
+    datasets = sorted(p.stem[len("dataset-"):] for p in (REPO / "configs").glob("dataset-*.sh"))
+    assert "demo" in profiles and "multi30k" in datasets
+    assert f"configs/PROFILE.sh ({', '.join(profiles)})" in flat(script("train.sh", "--help", check=True).stdout)
+    assert f"configs/dataset-NAME.sh: {', '.join(datasets)}." in flat(
+        script("reproduce-table1.sh", "--help", check=True).stdout)
+    demo = script("demo.sh", "--help", check=True).stdout
+    assert "--norm-type NAME" in demo
+    assert flat(config.load_profile("demo").description) in flat(demo)
+
+
 def test_scripts_name_missing_inputs_and_bad_values(tmp_path):
     proc = script("train.sh", "--profile", "smoke", "--norm", "un", "--seed", "1",
                   "--data", tmp_path / "nowhere", "--out", tmp_path / "run")
