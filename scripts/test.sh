@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: set up .venv if needed, then run the whole suite (CPU, under 10 minutes).
 # Two worker processes, one test file each at a time (module fixtures are built once); the
-# tests are single-threaded, so this cuts the wall time on CI's 2 cores by a third or more. Pass -n 0 to run
-# in one process, or -n N on a bigger machine (later flags win).
+# tests are single-threaded, so this cuts the wall time on CI's 2 cores by a third or more.
+# Pass -n 0 to run in one process, or -n N on a bigger machine (later flags win).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
