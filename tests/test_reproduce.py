@@ -575,3 +575,55 @@ def test_a_given_checkpoint_or_subset_is_evaluated_beside_the_runs_own_evaluatio
     with pytest.raises(RuntimeError, match="failed with status"):
         evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, quiet=True, checkpoint=truncated)
     assert not (smoke_layer_run / "eval-truncated.json").exists()
+
+
+def test_heldout_entry_of_an_evaluated_run(toy_data, smoke_layer_run, tmp_path):
+    """The held-out tool's nll is the mean of the per-token log2-probabilities that
+    fairseq-generate --score-reference prints for the references (an independent path through
+    fairseq); its BLEU at lenpen 1 is what scripts/evaluate.sh reports for each subset; the
+    grid's best length penalty on valid is also applied to test; the entry is merged into the
+    file without touching its other content, and a failure writes nothing."""
+    from un_tools.reproduce import config, evaluate, heldout
+
+    dataset, flags = config.load_dataset("toy"), config.load_profile("smoke").gen_flags
+    evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, quiet=True)
+    out = tmp_path / "heldout.json"
+    out.write_text('{\n "what": "kept",\n "models": {\n  "layer-seed1": {\n   "note": "kept"\n  }\n }\n}\n')
+    proc = subprocess.run([sys.executable, "-m", "un_tools.reproduce.cli", "heldout", "--run", smoke_layer_run,
+                           "--out", out, "--lenpens", "0.6,1.0", "--data", toy_data],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["what"] == "kept" and out.read_text() == json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    entry = doc["models"]["layer-seed1"]
+    assert entry["note"] == "kept"
+    for subset in ("valid", "test"):
+        scored = subprocess.run(
+            [*train.fairseq_command("fairseq-generate"), str(toy_data), "--user-dir", str(REPO / "un_fairseq"),
+             "--path", str(smoke_layer_run / "avg.pt"), "--gen-subset", subset, "--score-reference",
+             "--batch-size", "7", "--required-batch-size-multiple", "1", "--cpu"],
+            cwd=REPO, env=ENV, capture_output=True, text=True, check=True).stdout
+        logprobs = [float(v) for line in scored.splitlines() if line.startswith("P-")
+                    for v in line.split("\t")[1].split()]
+        assert len(logprobs) > 40
+        assert entry[f"{subset}_nll"] == pytest.approx(-sum(logprobs) / len(logprobs), abs=2e-3)
+        assert entry[f"{subset}_label_smoothed_loss"] > entry[f"{subset}_nll"]
+        own = evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, subset=subset, quiet=True)
+        assert entry[f"{subset}_bleu_lenpen_1.0"]["bleu"] == own["bleu"]
+        assert f"BLEU4 = {own['bleu']:.2f}, {entry[f'{subset}_bleu_lenpen_1.0']['precisions']} " in own["bleu_line"]
+    best = entry["best_lenpen_on_valid"]
+    assert best in (0.6, 1.0) and f"test_bleu_lenpen_{best:.1f}" in entry
+    assert entry[f"valid_bleu_lenpen_{best:.1f}"]["bleu"] == max(entry["valid_bleu_lenpen_0.6"]["bleu"],
+                                                                  entry["valid_bleu_lenpen_1.0"]["bleu"])
+    before = out.read_bytes()
+    (smoke_layer_run / "avg.pt").rename(smoke_layer_run / "avg.pt.bak")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "un_tools.reproduce.cli", "heldout", "--run", smoke_layer_run,
+                               "--out", out, "--data", toy_data], cwd=REPO, env=ENV, capture_output=True, text=True)
+    finally:
+        (smoke_layer_run / "avg.pt.bak").rename(smoke_layer_run / "avg.pt")
+    assert proc.returncode == 2 and "avg.pt not found: run scripts/evaluate.sh" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "un_tools.reproduce.cli", "heldout", "--run", smoke_layer_run,
+                           "--out", out, "--lenpens", "1,x"], cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--lenpens must be comma-separated numbers, got '1,x'" in proc.stderr
+    assert out.read_bytes() == before

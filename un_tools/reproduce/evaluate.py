@@ -132,6 +132,34 @@ def subset_size(data: Path, subset: str, src: str, tgt: str) -> int:
     raise ValueError(f"{path}: not a fairseq index file (unknown header {head[:9]!r})")
 
 
+def generate_command(data: Path, model: Path, subset: str, gen_flags: List[str], dataset: Dataset) -> List[str]:
+    """fairseq-generate over every sentence of ``subset`` (see the module docstring, step 2)."""
+    cmd = [*fairseq_command("fairseq-generate"), str(data), "--user-dir", str(REPO / "un_fairseq"),
+           "--path", str(model), "--gen-subset", subset, *gen_flags,
+           "--required-batch-size-multiple", "1"]  # translate every sentence: see the docstring
+    if dataset.remove_bpe:
+        cmd += ["--remove-bpe", dataset.remove_bpe]
+    if not cuda_available():
+        cmd.append("--cpu")
+    return cmd
+
+
+def translate_subset(cmd: List[str], data: Path, subset: str, dataset: Dataset,
+                     output: Path) -> Tuple[float, str, List[str], List[str]]:
+    """Run a :func:`generate_command` (its output kept in ``output``); (BLEU4, the BLEU line,
+    hypotheses, references), after checking that every sentence of ``subset`` was translated."""
+    out = run_cmd(cmd, output)
+    bleu, bleu_line, hyps, refs = parse_generate(out)
+    if bleu is None:
+        raise RuntimeError(f"no BLEU4 line in {output}")
+    expected = subset_size(data, subset, dataset.src, dataset.tgt)
+    if len(hyps) != expected:
+        raise RuntimeError(f"fairseq-generate translated {len(hyps)} of the {expected} sentences of "
+                           f"'{subset}' (see {output}): its BLEU would not cover "
+                           f"the whole subset")
+    return bleu, bleu_line, hyps, refs
+
+
 def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], num_checkpoints: int,
                  subset: str = "test", sacrebleu_ref: Optional[str] = None, force: bool = False,
                  quiet: bool = False, checkpoint: Optional[Path] = None) -> dict:
@@ -183,23 +211,9 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
         used = [last]
         say(f"{run}: no epoch checkpoint (training stopped inside epoch 1); using {last.name}")
         model = last
-    cmd = [*fairseq_command("fairseq-generate"), str(data), "--user-dir", str(REPO / "un_fairseq"),
-           "--path", str(model), "--gen-subset", subset, *gen_flags,
-           "--required-batch-size-multiple", "1"]  # translate every sentence: see the docstring
-    if dataset.remove_bpe:
-        cmd += ["--remove-bpe", dataset.remove_bpe]
-    if not cuda_available():
-        cmd.append("--cpu")
+    cmd = generate_command(data, model, subset, gen_flags, dataset)
     say(f"{run}: {shlex.join(cmd)}")
-    out = run_cmd(cmd, generate_path)
-    bleu, bleu_line, hyps, refs = parse_generate(out)
-    if bleu is None:
-        raise RuntimeError(f"no BLEU4 line in {generate_path}")
-    expected = subset_size(data, subset, dataset.src, dataset.tgt)
-    if len(hyps) != expected:
-        raise RuntimeError(f"fairseq-generate translated {len(hyps)} of the {expected} sentences of "
-                           f"'{subset}' (see {generate_path}): its BLEU would not cover "
-                           f"the whole subset")
+    bleu, bleu_line, hyps, refs = translate_subset(cmd, data, subset, dataset, generate_path)
     ref_file = sacrebleu_ref if sacrebleu_ref is not None else (dataset.sacrebleu_ref if subset == "test" else "")
     if ref_file and sacrebleu_ref is None and not Path(ref_file).exists():
         # the dataset's default reference lives in ../shared/data, absent on some machines

@@ -22,8 +22,14 @@ from .run_files import eval_file
 RECORD_VERSION = 1
 
 
+def record_key(variant: str, seed) -> str:
+    """``VARIANT-seedS``: the name of a run's record (without ``.json``) and of its entries in
+    other result files (``results/multi30k-heldout.json``)."""
+    return f"{variant}-seed{seed}"
+
+
 def _record_name(key: str, seed) -> str:
-    return f"{key}-seed{seed}.json"
+    return f"{record_key(key, seed)}.json"
 
 
 def record_path(records: Path, key: str, seed: int) -> Path:

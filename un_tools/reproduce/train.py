@@ -45,13 +45,13 @@ def cuda_available() -> bool:
 FAIRSEQ_MODULES = {
     "fairseq-train": "fairseq_cli.train",
     "fairseq-generate": "fairseq_cli.generate",
+    "fairseq-validate": "fairseq_cli.validate",
     "un-average-checkpoints": "un_fairseq.average_checkpoints",
 }
 
 
 def fairseq_command(name: str) -> List[str]:
-    """How to start ``name`` (fairseq-train, fairseq-generate, un-average-checkpoints) with this
-    interpreter: ``python -m`` the module behind the console script. (Safe loading of the
+    """How to start ``name`` (one of ``FAIRSEQ_MODULES``) with this interpreter: ``python -m`` the module behind the console script. (Safe loading of the
     numpy arrays that ``--eval-bleu`` leaves in checkpoints comes with ``--user-dir
     un_fairseq``: see ``un_fairseq/checkpoint_safety.py``.)"""
     return [sys.executable, "-m", FAIRSEQ_MODULES[name]]
