@@ -161,12 +161,9 @@ def main(argv=None) -> int:
         entry = measure(args.run.resolve(), data, dataset, profile.gen_flags, parse_lenpens(args.lenpens),
                         args.valid_subset, args.test_subset)
         merge(args.out, key, entry)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"heldout: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(f"heldout: error: {err}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(err, RuntimeError) else 2  # 1: a fairseq step failed; 2: bad input
     print(f"{args.out}: models[{key!r}] = {json.dumps(entry)}")
     return 0
 
