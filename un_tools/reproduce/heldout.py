@@ -11,8 +11,8 @@ folder ``RUNS/VARIANT/seedS``), for the tuning subset V (``--valid-subset``, def
 the test subset T (``--test-subset``, default test):
 
 - ``V_nll``, ``V_label_smoothed_loss``, ``T_nll``, ``T_label_smoothed_loss``: fairseq-validate
-  over every sentence with the training criterion (label-smoothed cross-entropy, smoothing
-  0.1), in bits per target token as fairseq logs them;
+  over every sentence with the profile's training criterion (``--criterion``,
+  ``--label-smoothing``), in bits per target token as fairseq logs them;
 - ``V_bleu_lenpen_LP`` for each LP of ``--lenpens`` (default 1.0, the paper's protocol), and
   ``T_bleu_lenpen_1.0`` and ``T_bleu_lenpen_BEST`` at the grid's best LP on V (its name in
   ``best_lenpen_on_V`` when the grid has more than one): ``{bleu, precisions, bp, ratio}`` of
@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..atomic import atomic_path
-from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
+from .config import REPO, ConfigError, Dataset, Profile, flag_value, load_dataset, load_profile
 from .evaluate import generate_command, run_cmd, translate_subset
 from .records import record_key
 from .train import cuda_available, fairseq_command, read_json, resolve_data
 
 _BLEU_DETAIL = re.compile(r"BLEU4 = ([\d.]+), ([\d.]+/[\d.]+/[\d.]+/[\d.]+) \(BP=([\d.]+), ratio=([\d.]+)")
-LABEL_SMOOTHING = 0.1
 
 
 def bleu_detail(line: str) -> Dict[str, object]:
@@ -52,7 +51,8 @@ def bleu_detail(line: str) -> Dict[str, object]:
 
 def validate_losses(log: str, subset: str) -> Dict[str, float]:
     """``{nll, label_smoothed_loss}`` of the subset from fairseq-validate's ``--log-format json``
-    output (its ``SUBSET_loss`` and ``SUBSET_nll_loss``, bits per target token)."""
+    output (its ``SUBSET_loss`` and ``SUBSET_nll_loss``, bits per target token; plain
+    cross-entropy logs no ``nll_loss``: its loss is the nll)."""
     for line in reversed(log.splitlines()):
         start = line.find("{")
         if start < 0:
@@ -61,9 +61,10 @@ def validate_losses(log: str, subset: str) -> Dict[str, float]:
             stats = json.loads(line[start:])
         except json.JSONDecodeError:
             continue
-        if f"{subset}_nll_loss" in stats:
-            return dict(nll=round(float(stats[f"{subset}_nll_loss"]), 3),
-                        label_smoothed_loss=round(float(stats[f"{subset}_loss"]), 3))
+        if f"{subset}_loss" in stats:
+            loss = float(stats[f"{subset}_loss"])
+            return dict(nll=round(float(stats.get(f"{subset}_nll_loss", loss)), 3),
+                        label_smoothed_loss=round(loss, 3))
     raise RuntimeError(f"fairseq-validate printed no losses for '{subset}'")
 
 
@@ -71,7 +72,15 @@ def lenpen_name(lenpen: float) -> str:
     return f"{lenpen:.1f}" if round(lenpen, 1) == lenpen else f"{lenpen:g}"
 
 
-def measure(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], lenpens: Sequence[float],
+def criterion_flags(profile: Profile) -> List[str]:
+    """The profile's training criterion, for fairseq-validate."""
+    flags = profile.training_flags()
+    out = ["--criterion", flag_value(flags, "--criterion", "cross_entropy")]
+    smoothing = flag_value(flags, "--label-smoothing")
+    return out + (["--label-smoothing", smoothing] if smoothing is not None else [])
+
+
+def measure(run: Path, data: Path, dataset: Dataset, profile: Profile, lenpens: Sequence[float],
             valid: str = "valid", test: str = "test", say=print) -> dict:
     """The held-out entry of RUN's averaged model (see the module docstring)."""
     model = run / "avg.pt"
@@ -85,7 +94,7 @@ def measure(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], lenpe
 
     def bleu(subset: str, lenpen: float) -> float:
         name = lenpen_name(lenpen)
-        cmd = generate_command(data, model, subset, [*gen_flags, "--lenpen", name], dataset)
+        cmd = generate_command(data, model, subset, [*profile.gen_flags, "--lenpen", name], dataset)
         say(f"{run}: {subset}, lenpen {name}")
         _, line, _, _ = translate_subset(cmd, data, subset, dataset, out / f"generate-{subset}-lenpen{name}.txt")
         entry[f"{subset}_bleu_lenpen_{name}"] = detail = bleu_detail(line)
@@ -94,8 +103,7 @@ def measure(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], lenpe
     for subset in (valid, test):
         cmd = [*fairseq_command("fairseq-validate"), str(data), "--task", "translation",
                "--user-dir", str(REPO / "un_fairseq"), "--path", str(model), "--valid-subset", subset,
-               "--batch-size", "128", "--required-batch-size-multiple", "1",
-               "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", str(LABEL_SMOOTHING),
+               "--batch-size", "128", "--required-batch-size-multiple", "1", *criterion_flags(profile),
                "--log-format", "json", *([] if cuda_available() else ["--cpu"])]
         say(f"{run}: nll of {subset}")
         run_cmd(cmd, out / f"validate-{subset}.log")
@@ -158,7 +166,7 @@ def main(argv=None) -> int:
         profile = load_profile(info["profile"])
         dataset = load_dataset(info.get("dataset") or profile.dataset)
         data = resolve_data(args.data or info.get("data"), dataset).resolve()
-        entry = measure(args.run.resolve(), data, dataset, profile.gen_flags, parse_lenpens(args.lenpens),
+        entry = measure(args.run.resolve(), data, dataset, profile, parse_lenpens(args.lenpens),
                         args.valid_subset, args.test_subset)
         merge(args.out, key, entry)
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
