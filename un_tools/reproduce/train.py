@@ -51,9 +51,10 @@ FAIRSEQ_MODULES = {
 
 
 def fairseq_command(name: str) -> List[str]:
-    """How to start ``name`` (one of ``FAIRSEQ_MODULES``) with this interpreter: ``python -m`` the module behind the console script. (Safe loading of the
-    numpy arrays that ``--eval-bleu`` leaves in checkpoints comes with ``--user-dir
-    un_fairseq``: see ``un_fairseq/checkpoint_safety.py``.)"""
+    """How to start ``name`` (one of ``FAIRSEQ_MODULES``) with this interpreter: ``python -m``
+    the module behind the console script. (Safe loading of the numpy arrays that
+    ``--eval-bleu`` leaves in checkpoints comes with ``--user-dir un_fairseq``: see
+    ``un_fairseq/checkpoint_safety.py``.)"""
     return [sys.executable, "-m", FAIRSEQ_MODULES[name]]
 
 
