@@ -5,6 +5,7 @@ errors, and one real smoke sweep through fairseq on the toy corpus (then its res
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 from fairseq_fixtures import REPO
 from un_tools.norm_names import NORM_TYPES
 from un_tools.reproduce import config, evaluate, logs, tables, train
+from un_tools.reproduce.portable import portable_command
 
 SCRIPTS = ["train.sh", "evaluate.sh", "reproduce-table1.sh", "reproduce-table9.sh", "reproduce-table10.sh"]
 ENV = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore")
@@ -490,7 +492,9 @@ def test_smoke_sweep_then_resume(toy_data, tmp_path):
     record = json.loads((recs / "un-seed1.json").read_text())
     assert f"recorded in {recs / 'un-seed1.json'}" in third.stdout
     assert record["bleu"] == ev["bleu"] and record["seed"] == 1 and record["num_updates"] == 1
-    assert record["command"] == state["command"] and "--norm-type un" in record["command"]
+    assert record["command"] == portable_command(state["command"], [REPO], run, state["data"])
+    assert "--norm-type un" in record["command"] and "--save-dir RUN/checkpoints" in record["command"]
+    assert not [w for w in shlex.split(record["command"]) if os.path.isabs(w)], record["command"]
     assert record["commit"] == state["commit"] and record["curves"]["train_loss"][0][0] == 1
     fourth = script("reproduce-table1.sh", *args, "--records", recs, check=True)
     assert "recorded (done, BLEU" in fourth.stdout and "already done" not in fourth.stdout

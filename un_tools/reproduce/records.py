@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..atomic import atomic_path
+from .config import REPO
 from .logs import curves, final_updates
+from .portable import portable_command, portable_path
 from .run_files import eval_file
 
 RECORD_VERSION = 1
@@ -81,12 +83,13 @@ def make_record(run: Path, key: str, label: str, flags, seed: int) -> Optional[d
         bleu=None if failed else ev.get("bleu"), bleu_line=None if failed else ev.get("bleu_line"),
         sacrebleu=None if failed else ev.get("sacrebleu"),
         sacrebleu_signature=None if failed else ev.get("sacrebleu_signature"),
-        sacrebleu_reference=None if failed else ev.get("sacrebleu_reference"),
+        sacrebleu_reference=None if failed or not ev.get("sacrebleu_reference")
+        else portable_path(ev["sacrebleu_reference"], [REPO], run, train.get("data")),
         checkpoints_averaged=None if failed else ev.get("checkpoints"),
         num_updates=final_updates(log) or train.get("num_updates"),
         train_wall_s=train.get("wall_s"), eval_wall_s=None if failed else ev.get("wall_s"),
         profile=train.get("profile"), dataset=train.get("dataset"), commit=train.get("commit"),
-        command=train.get("command"),
+        command=portable_command(train.get("command"), [REPO], run, train.get("data")),
         machine=dict(cpus=os.cpu_count(), processor=platform.processor() or platform.machine(),
                      threads=os.environ.get("OMP_NUM_THREADS")),
         recorded=time.strftime("%Y-%m-%dT%H:%M:%S"),
