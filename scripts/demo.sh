@@ -37,7 +37,8 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/setup.sh
-export PYTHON=.venv/bin/python
+source scripts/lib/python.sh  # the .venv just set up, unless PYTHON names another interpreter
+export PYTHON
 DATA=$WORK/m30k
 RUN=$WORK/demo/$NORM
 echo "[demo] 1/4 preparing Multi30k into $DATA"
@@ -47,13 +48,13 @@ bash scripts/train.sh --profile demo --norm "$NORM" --seed 1 --data "$DATA/bin" 
 echo "[demo] 3/4 averaging, translating the test set with beam 5, scoring"
 bash scripts/evaluate.sh --run "$RUN" --data "$DATA/bin" --dataset multi30k --profile demo --force
 echo "[demo] 4/4 folding every norm into the linear layers, translating again with the fused model"
-if ! .venv/bin/un-fuse "$RUN/avg.pt" "$RUN/avg_fused.pt" --data "$DATA/bin"; then
+if ! "$PYTHON" -m un_fairseq.fuse "$RUN/avg.pt" "$RUN/avg_fused.pt" --data "$DATA/bin"; then
   echo "[demo] --norm-type $NORM cannot be fused (see above); the unfused result:"
   grep -h "BLEU4 = " "$RUN/generate-test.txt" | tail -n 1
   exit 0
 fi
 bash scripts/evaluate.sh --run "$RUN" --data "$DATA/bin" --dataset multi30k --profile demo \
   --checkpoint "$RUN/avg_fused.pt" --force
-.venv/bin/python -m un_tools.reproduce.cli compare --unfused "$RUN/generate-test.txt" \
+"$PYTHON" -m un_tools.reproduce.cli compare --unfused "$RUN/generate-test.txt" \
   --fused "$RUN/generate-test-avg_fused.txt" --label "${NORM^^}"
 echo "[demo] outputs: $RUN/generate-test.txt (unfused), $RUN/generate-test-avg_fused.txt (fused), $RUN/avg_fused.pt"
