@@ -4,7 +4,7 @@ The bash scripts in ``scripts/`` (``train.sh``, ``evaluate.sh``, ``reproduce-tab
 call the modules of this package; the experiments' hyperparameters live once in ``configs/``
 (bash files defining arrays of fairseq flags, read here through bash itself).
 
-- :mod:`.config`: load a profile (``configs/NAME.sh``) and a dataset (``configs/dataset-NAME.sh``)
+- :mod:`.config`: load a profile (``configs/NAME.toml``) and a dataset (``configs/dataset-NAME.toml``)
 - :mod:`.logs`: parse fairseq's training log, detect divergence
 - :mod:`.train`: one training run (resume, FAIL marking)
 - :mod:`.evaluate`: checkpoint averaging, beam search, tokenised BLEU and sacreBLEU

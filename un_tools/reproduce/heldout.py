@@ -16,7 +16,7 @@ the test subset T (``--test-subset``, default test):
 - ``V_bleu_lenpen_LP`` for each LP of ``--lenpens`` (default 1.0, the paper's protocol), and
   ``T_bleu_lenpen_1.0`` and ``T_bleu_lenpen_BEST`` at the grid's best LP on V (its name in
   ``best_lenpen_on_V`` when the grid has more than one): ``{bleu, precisions, bp, ratio}`` of
-  fairseq-generate's BLEU4 with the profile's GEN_FLAGS (beam 5) and ``--lenpen LP``, every
+  fairseq-generate's BLEU4 with the profile's gen flags (beam 5) and ``--lenpen LP``, every
   sentence of the subset checked translated as in scripts/evaluate.sh.
 
 fairseq's outputs stay in ``RUN/heldout/`` (``generate-SUBSET-lenpenLP.txt``,
