@@ -13,7 +13,7 @@ import pytest
 
 from fairseq_fixtures import REPO
 from un_tools.norm_names import NORM_TYPES
-from un_tools.reproduce import config, evaluate, logs, tables, train
+from un_tools.reproduce import config, device, evaluate, heldout, logs, tables, train
 
 SCRIPTS = ["train.sh", "evaluate.sh", "reproduce-table1.sh", "reproduce-table9.sh", "reproduce-table10.sh"]
 ENV = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore")
@@ -100,6 +100,32 @@ def test_a_malformed_profile_is_one_error_naming_the_file(tmp_path, text, messag
     with pytest.raises(config.ConfigError) as err:
         config.load_profile(str(path))
     assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_one_device_decision_reaches_every_fairseq_command(monkeypatch, tmp_path):
+    import torch
+
+    def flags(gpu_files, cuda):
+        device.device_flags.cache_clear()
+        monkeypatch.setattr(device, "_gpu_device_files", lambda: gpu_files)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        return device.device_flags()
+
+    try:
+        assert flags(False, True) == ["--cpu"]  # no device file: torch is not asked
+        assert flags(True, False) == ["--cpu"]
+        assert flags(True, True) == []  # a GPU: fairseq uses it
+        profile, dataset = config.load_profile("smoke"), config.load_dataset("toy")
+        for given in ([], ["--cpu"]):
+            monkeypatch.setattr(train, "device_flags", lambda: given)
+            monkeypatch.setattr(evaluate, "device_flags", lambda: given)
+            cmd = train.build_command(profile, dataset, "un", 1, tmp_path, tmp_path, ["--max-update", "2"])
+            assert cmd[-3 - len(given):] == ["--no-progress-bar", *given, "--max-update", "2"]
+            gen = evaluate.generate_command(tmp_path, tmp_path / "avg.pt", "test", profile.gen_flags, dataset)
+            assert gen.count("--cpu") == len(given)
+        assert heldout.device_flags is device.device_flags
+    finally:
+        device.device_flags.cache_clear()
 
 
 # ---------------------------------------------------------------- divergence on synthetic logs

@@ -44,7 +44,8 @@ from typing import Dict, List, Optional, Tuple
 
 from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
 from .run_files import eval_file
-from .train import check_data, fairseq_command, cuda_available, read_json, resolve_data, write_json
+from .device import device_flags
+from .train import check_data, fairseq_command, read_json, resolve_data, write_json
 
 _BLEU = re.compile(r"Generate (\S+) with beam=(\d+): BLEU4 = ([\d.]+)")
 _EPOCH_CKPT = re.compile(r"checkpoint(\d+)\.pt$")
@@ -139,9 +140,7 @@ def generate_command(data: Path, model: Path, subset: str, gen_flags: List[str],
            "--required-batch-size-multiple", "1"]  # translate every sentence: see the docstring
     if dataset.remove_bpe:
         cmd += ["--remove-bpe", dataset.remove_bpe]
-    if not cuda_available():
-        cmd.append("--cpu")
-    return cmd
+    return cmd + device_flags()
 
 
 def translate_subset(cmd: List[str], data: Path, subset: str, dataset: Dataset,

@@ -36,7 +36,8 @@ from ..atomic import atomic_path
 from .config import REPO, ConfigError, Dataset, Profile, flag_value, load_dataset, load_profile
 from .evaluate import generate_command, run_cmd, translate_subset
 from .records import record_key
-from .train import cuda_available, fairseq_command, read_json, resolve_data
+from .device import device_flags
+from .train import fairseq_command, read_json, resolve_data
 
 _BLEU_DETAIL = re.compile(r"BLEU4 = ([\d.]+), ([\d.]+/[\d.]+/[\d.]+/[\d.]+) \(BP=([\d.]+), ratio=([\d.]+)")
 
@@ -104,7 +105,7 @@ def measure(run: Path, data: Path, dataset: Dataset, profile: Profile, lenpens: 
         cmd = [*fairseq_command("fairseq-validate"), str(data), "--task", "translation",
                "--user-dir", str(REPO / "un_fairseq"), "--path", str(model), "--valid-subset", subset,
                "--batch-size", "128", "--required-batch-size-multiple", "1", *criterion_flags(profile),
-               "--log-format", "json", *([] if cuda_available() else ["--cpu"])]
+               "--log-format", "json", *device_flags()]
         say(f"{run}: nll of {subset}")
         run_cmd(cmd, out / f"validate-{subset}.log")
         losses = validate_losses((out / f"validate-{subset}.log").read_text(), subset)  # fairseq logs to stderr

@@ -31,15 +31,11 @@ from typing import List, Optional
 from ..atomic import atomic_path
 from ..norm_names import NORM_TYPES
 from .config import REPO, ConfigError, Profile, Dataset, available, load_dataset, load_profile, flag_value
+from .device import device_flags
 from .logs import DivergenceMonitor, fatal_error, parse_line
 from .run_files import eval_file
 
 FINAL = ("done", "FAIL")
-
-
-def cuda_available() -> bool:
-    import torch  # here, not at the top: the scripts' --help should not wait for torch
-    return torch.cuda.is_available()
 
 
 FAIRSEQ_MODULES = {
@@ -108,9 +104,7 @@ def build_command(profile: Profile, dataset: Dataset, norm: str, seed: int, data
            "--save-dir", str(out / "checkpoints"), "--seed", str(seed), "--norm-type", norm,
            *profile.model_flags, *profile.train_flags, *profile.norm_flags,
            *valid_bleu_flags(profile, dataset), *profile.log_flags,
-           "--log-format", "json", "--no-progress-bar"]
-    if not cuda_available():
-        cmd.append("--cpu")
+           "--log-format", "json", "--no-progress-bar", *device_flags()]
     return cmd + list(extra)
 
 
