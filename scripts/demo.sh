@@ -3,7 +3,7 @@
 # set up, 14 of them training):
 #   1. set up .venv (torch CPU wheel first, then this package),
 #   2. prepare Multi30k De-En (from ../shared/data/multi30k when present, else downloaded),
-#   3. train a pre-norm Transformer whose every norm is UN (configs/demo.sh: the converged
+#   3. train a pre-norm Transformer whose every norm is UN (configs/demo.toml: the converged
 #      Multi30k profile's model on a faster schedule),
 #   4. average its last checkpoints, translate the test set with beam 5 and print BLEU,
 #   5. fold every norm into the linear layers (un-fuse, verified), translate again with the fused
@@ -21,8 +21,8 @@ usage: bash scripts/demo.sh [--norm-type NAME] [--work DIR]
                     (only un, power_noscale, batch, mabn and none can be fused)
   --work DIR        where data, checkpoints and outputs go (default: work/, git-ignored)
 
-Hyperparameters (configs/demo.sh, measured for UN only):
-  $(source configs/demo.sh && printf '%s' "$DESCRIPTION")
+Hyperparameters (configs/demo.toml, measured for UN only):
+  $(source scripts/lib/python.sh && "$PYTHON" -m un_tools.reproduce.config demo description 2>/dev/null || echo "see configs/demo.toml")
 USAGE
 }
 
@@ -37,23 +37,24 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/setup.sh
-export PYTHON=.venv/bin/python
+source scripts/lib/python.sh  # the .venv just set up, unless PYTHON names another interpreter
+export PYTHON
 DATA=$WORK/m30k
 RUN=$WORK/demo/$NORM
 echo "[demo] 1/4 preparing Multi30k into $DATA"
 bash scripts/prepare-multi30k.sh --out "$DATA"
-echo "[demo] 2/4 training transformer_un --norm-type $NORM (configs/demo.sh) into $RUN"
+echo "[demo] 2/4 training transformer_un --norm-type $NORM (configs/demo.toml) into $RUN"
 bash scripts/train.sh --profile demo --norm "$NORM" --seed 1 --data "$DATA/bin" --out "$RUN"
 echo "[demo] 3/4 averaging, translating the test set with beam 5, scoring"
 bash scripts/evaluate.sh --run "$RUN" --data "$DATA/bin" --dataset multi30k --profile demo --force
 echo "[demo] 4/4 folding every norm into the linear layers, translating again with the fused model"
-if ! .venv/bin/un-fuse "$RUN/avg.pt" "$RUN/avg_fused.pt" --data "$DATA/bin"; then
+if ! "$PYTHON" -m un_fairseq.fuse "$RUN/avg.pt" "$RUN/avg_fused.pt" --data "$DATA/bin"; then
   echo "[demo] --norm-type $NORM cannot be fused (see above); the unfused result:"
   grep -h "BLEU4 = " "$RUN/generate-test.txt" | tail -n 1
   exit 0
 fi
 bash scripts/evaluate.sh --run "$RUN" --data "$DATA/bin" --dataset multi30k --profile demo \
   --checkpoint "$RUN/avg_fused.pt" --force
-.venv/bin/python -m un_tools.reproduce.cli compare --unfused "$RUN/generate-test.txt" \
+"$PYTHON" -m un_tools.reproduce.cli compare --unfused "$RUN/generate-test.txt" \
   --fused "$RUN/generate-test-avg_fused.txt" --label "${NORM^^}"
 echo "[demo] outputs: $RUN/generate-test.txt (unfused), $RUN/generate-test-avg_fused.txt (fused), $RUN/avg_fused.pt"

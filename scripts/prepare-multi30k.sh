@@ -2,7 +2,8 @@
 # Multi30k task 1 De-En (Moses lowercase + normalize-punctuation + tokenizer, joint
 # sentencepiece BPE, fairseq-preprocess --joined-dictionary).
 # Usage: scripts/prepare-multi30k.sh [--raw DIR] [--vocab-size N] --out DIR
-# Set PYTHON to choose the interpreter (default: python). See docs/data.md.
+# Interpreter: scripts/lib/python.sh (PYTHON, else .venv, else python3). See docs/data.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" -m un_fairseq.data.multi30k "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
+cd "$ROOT"
+exec "$PYTHON" -m un_tools.data.multi30k "$@"

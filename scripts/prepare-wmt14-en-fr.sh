@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WMT14 En-Fr as fairseq's examples/translation/prepare-wmt14en2fr.sh (Python port).
 # Usage: scripts/prepare-wmt14-en-fr.sh [--orig DIR] [--bpe-codes FILE] [--test-only] --out DIR
-# Set PYTHON to choose the interpreter (default: python). See docs/data.md.
+# Interpreter: scripts/lib/python.sh (PYTHON, else .venv, else python3). See docs/data.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" -m un_fairseq.data.wmt14 "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
+cd "$ROOT"
+exec "$PYTHON" -m un_tools.data.wmt14 "$@"

@@ -2,6 +2,8 @@
 # Create (or reuse) the project's virtual environment in .venv and install the package.
 # torch is installed first and pinned to the CPU wheel that lies on this machine's disk; an
 # unpinned torch would pull gigabytes of CUDA. Override with TORCH_SPEC=... on a GPU box.
+# PYTHON (default python3) is the interpreter .venv is made from; every other script then runs
+# .venv's (scripts/lib/python.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

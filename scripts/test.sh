@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=10 "$@"
+source scripts/lib/python.sh  # the .venv just set up, unless PYTHON names another interpreter
+exec "$PYTHON" -m pytest -q -n 2 --dist loadfile --durations=10 "$@"

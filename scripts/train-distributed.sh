@@ -2,7 +2,7 @@
 # Multi-process fairseq training on this machine's CPUs: one fairseq-train per rank (gloo),
 # one log per rank; if a rank fails, every rank is stopped. Usage: --help. GPUs: docs/distributed.md.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"  # ROOT and PYTHON (PYTHON, else .venv, else python3)
 
 usage() {
   cat <<'EOF'
@@ -31,8 +31,8 @@ Options:
   --port PORT     rendezvous port on 127.0.0.1 (default: a free one, chosen automatically)
   --threads T     OMP_NUM_THREADS / MKL_NUM_THREADS of each process (default: the current
                   OMP_NUM_THREADS, else 1)
-  --command CMD   the training command, split on spaces (default: .venv/bin/fairseq-train
-                  if present, else fairseq-train)
+  --command CMD   the training command, split on spaces (default: fairseq-train run by the
+                  scripts' interpreter: $PYTHON, else .venv/bin/python, else python3)
   -h, --help      show this help
 
 Exit status: 0 when every rank finished; otherwise the failed rank's exit status, after
@@ -74,7 +74,7 @@ for arg in "${train_args[@]}"; do
 done
 
 if [[ -z "$command" ]]; then
-  if [[ -x "$ROOT/.venv/bin/fairseq-train" ]]; then command="$ROOT/.venv/bin/fairseq-train"; else command=fairseq-train; fi
+  command="$PYTHON -m fairseq_cli.train"
 fi
 read -r -a cmd <<< "$command"
 
@@ -87,9 +87,7 @@ fi
 mkdir -p "$log_dir"
 
 if [[ -z "$port" ]]; then
-  python=python3
-  [[ -x "$ROOT/.venv/bin/python" ]] && python="$ROOT/.venv/bin/python"
-  port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 fi
 
 # Each rank in its own process group (job control), so that stopping a rank stops its

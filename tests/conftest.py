@@ -1,5 +1,7 @@
 """Fixtures shared by the test files."""
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -23,3 +25,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_addoption(parser):
+    """pytest.ini's ``timeout`` belongs to pytest-timeout (the test extra); without it the
+    suite still runs, without the limit and without an unknown-option warning."""
+    if importlib.util.find_spec("pytest_timeout") is None:
+        parser.addini("timeout", "per-test limit in seconds (needs pytest-timeout)")

@@ -1,4 +1,4 @@
-"""Tests of the data-preparation scripts (scripts/prepare-*.sh, un_fairseq/data/).
+"""Tests of the data-preparation scripts (scripts/prepare-*.sh, un_tools/data/).
 
 References used, none of them produced by our code:
 * the real Moses Perl scripts shipped in the PyPI package ``mosestokenizer`` (run with
@@ -19,12 +19,13 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from un_fairseq.data import common, iwslt14, multi30k, wmt14
-from un_fairseq.data.moses import MosesPunctNormalizer, MosesTokenizer, clean_corpus, lowercase
+from un_tools.data import common, iwslt14, multi30k, wmt14
+from un_tools.data.moses import MosesPunctNormalizer, MosesTokenizer, clean_corpus, lowercase
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -112,7 +113,7 @@ def perl_moses(tmp_path_factory):
 
 def perl(script, args, lines):
     res = subprocess.run(["perl", str(script), *args], input="".join(x + "\n" for x in lines).encode(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True, timeout=300)
     return res.stdout.decode("utf-8").split("\n")[:-1]
 
 
@@ -120,18 +121,18 @@ def sed_extract(xml):
     """The recipe's own command line."""
     cmd = (f"grep '<seg id' '{xml}' | sed -e 's/<seg id=\"[0-9]*\">\\s*//g' | "
            "sed -e 's/\\s*<\\/seg>\\s*//g' | sed -e \"s/\\’/\\'/g\"")
-    out = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, check=True, env=ENV).stdout
+    out = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, check=True, env=ENV, timeout=60).stdout
     return out.decode("utf-8").split("\n")[:-1]
 
 
-def run_script(name, *args):
-    """Through the bash wrapper (slow: a fresh interpreter imports un_fairseq, i.e. fairseq)."""
-    return subprocess.run(["bash", str(ROOT / "scripts" / name), *map(str, args)], cwd=ROOT, env=ENV,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_script(name, *args, env=ENV):
+    """Through the bash wrapper, in a fresh interpreter."""
+    return subprocess.run(["bash", str(ROOT / "scripts" / name), *map(str, args)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
 
 
 def run_cli(capsys, module, *args):
-    """What the wrapper runs, ``python -m un_fairseq.data.MODULE ARGS``, in this process:
+    """What the wrapper runs, ``python -m un_tools.data.MODULE ARGS``, in this process:
     returns (exit status, stdout, stderr)."""
     capsys.readouterr()
     try:
@@ -334,9 +335,133 @@ def test_write_lines_is_atomic(tmp_path):
 
 
 def test_download_error_is_clear(tmp_path):
-    with pytest.raises(common.PrepError, match="--orig"):
-        common.download("http://127.0.0.1:9/de-en.tgz", tmp_path / "de-en.tgz")
+    with pytest.raises(common.PrepError, match="^could not download http://127.0.0.1:9/de-en.tgz: .*; do this$"):
+        common.download("http://127.0.0.1:9/de-en.tgz", tmp_path / "de-en.tgz", "do this")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- downloads: a local copy works, an HTML page or a broken archive is one clear error ---------
+
+HTML = "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body>gone</body></html>\n"
+
+
+def iwslt_archive(path, test_sets=("IWSLT14.TED.dev2010",), drop=()):
+    """A gzip tar laid out as fairseq's de-en.tgz: the excerpts' XML files and a few training lines."""
+    with tarfile.open(path, "w:gz") as t:
+        for l in ("de", "en"):
+            for s in test_sets:
+                t.add(EXCERPTS / "iwslt14" / "orig" / f"{s}.de-en.{l}.xml", f"de-en/{s}.de-en.{l}.xml")
+            train = path.parent / f"train.tags.de-en.{l}"
+            train.write_text("<url>http://x</url>\nein satz .\n", encoding="utf-8")
+            if f"de-en/train.tags.de-en.{l}" not in drop:
+                t.add(train, f"de-en/train.tags.de-en.{l}")
+    return path
+
+
+def test_iwslt_archive_by_url_or_file_gives_the_same_test_set(tmp_path, capsys):
+    archive = iwslt_archive(tmp_path / "de-en.tgz")
+    sets = ["--test-sets", "IWSLT14.TED.dev2010", "--test-only"]
+    code, _, err = run_cli(capsys, iwslt14, "--orig", EXCERPTS / "iwslt14" / "orig", *sets, "--out", tmp_path / "a")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, iwslt14, "--url", archive.as_uri(), *sets, "--out", tmp_path / "b")
+    assert code == 0, err
+    assert "MD5" in err and iwslt14.MD5 in err  # a warning only: the excerpt is not the real archive
+    code, _, err = run_cli(capsys, iwslt14, "--orig", archive, *sets, "--out", tmp_path / "c")
+    assert code == 0, err
+    for l in ("de", "en"):
+        expected = common.read_lines(tmp_path / "a" / "tmp" / f"test.{l}")
+        assert len(expected) == 40
+        assert common.read_lines(tmp_path / "b" / "tmp" / f"test.{l}") == expected
+        assert common.read_lines(tmp_path / "c" / "tmp" / f"test.{l}") == expected
+    assert (tmp_path / "b" / "tmp" / "de-en.tgz").read_bytes() == archive.read_bytes()
+
+
+@pytest.mark.parametrize("case", ["html-by-url", "html-as-orig", "truncated", "plain-tar", "incomplete"])
+def test_iwslt_bad_archive_is_one_clear_line_and_writes_nothing(tmp_path, capsys, case):
+    good = iwslt_archive(tmp_path / "good.tgz")
+    bad = tmp_path / "dl" / "de-en.tgz"  # what a dead link saves under the archive's name
+    bad.parent.mkdir()
+    if case.startswith("html"):
+        bad.write_text(HTML)
+    elif case == "truncated":
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "plain-tar":
+        with tarfile.open(bad, "w") as t:
+            t.add(EXCERPTS / "iwslt14" / "orig", "de-en")
+    else:
+        iwslt_archive(bad, drop=("de-en/train.tags.de-en.en",))
+    source = ["--orig", bad] if case == "html-as-orig" else ["--url", bad.as_uri()]
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, iwslt14, *source, "--test-only", "--test-sets", "IWSLT14.TED.dev2010",
+                                "--out", out)
+    assert code == 2
+    lines = [x for x in err.splitlines() if not x.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "by hand" in lines[0] and "--orig" in lines[0] and "curl" in lines[0]
+    reason = {"html-by-url": "HTML page", "html-as-orig": "HTML page", "truncated": "not a complete gzip tar",
+              "plain-tar": "not a complete gzip tar", "incomplete": "lacks de-en/train.tags.de-en.en"}[case]
+    assert reason in lines[0]
+    assert not out.exists()
+    assert bad.exists()  # the user's own file (or the server's) is never removed
+
+
+def test_iwslt_bad_download_into_an_existing_folder_leaves_it_as_it_was(tmp_path, capsys):
+    bad = tmp_path / "de-en.tgz"
+    bad.write_text(HTML)
+    out = tmp_path / "out"
+    (out / "tmp").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, iwslt14, "--url", bad.as_uri(), "--test-only", "--out", out)
+    assert code == 2 and "HTML page" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["notes.txt", "tmp"]
+
+
+def test_multi30k_html_download_is_one_clear_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    for split in ("train", "val", "test_2016_flickr"):
+        for l in ("de", "en"):
+            (site / f"{split}.{l}.gz").write_bytes(gzip.compress((EXCERPTS / "multi30k" / "raw" / f"val.{l}").read_bytes()))
+    (site / "test_2016_flickr.en.gz").write_text(HTML)
+    monkeypatch.setattr(multi30k, "URL", site.as_uri() + "/{name}")
+    monkeypatch.setattr(multi30k, "DEFAULT_RAW", tmp_path / "none")
+    out = tmp_path / "m30k"
+    code, _, err = run_cli(capsys, multi30k, "--out", out)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "HTML page" in err and "--raw" in err and "by hand" in err
+    assert not out.exists()
+
+
+def test_wmt14_truncated_download_is_one_clear_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    archive = tmp_path / "test-full.tgz"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(EXCERPTS / "wmt14-en-fr", "test-full")
+    archive.write_bytes(archive.read_bytes()[:200])
+    monkeypatch.setattr(wmt14, "URLS", [archive.as_uri()])
+    out = tmp_path / "wmt"
+    code, _, err = run_cli(capsys, wmt14, "--test-only", "--out", out)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "not a complete gzip tar" in err and "--orig" in err
+    assert not out.exists()
+
+
+def test_prepare_scripts_import_neither_fairseq_nor_torch(tmp_path):
+    """--help and a full Multi30k preparation (on the excerpts) through the bash wrapper, with
+    Python's import profiler on: fairseq runs only as fairseq-preprocess's own process."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split in ("train", "val", "test_2016_flickr"):
+        for l in ("de", "en"):
+            (raw / f"{split}.{l}.gz").write_bytes(gzip.compress((EXCERPTS / "multi30k" / "raw" / f"val.{l}").read_bytes()))
+    env = {**ENV, "PYTHONPROFILEIMPORTTIME": "1"}
+    for args in (["--help"], ["--raw", raw, "--vocab-size", "120", "--out", tmp_path / "out"]):
+        res = run_script("prepare-multi30k.sh", *args, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        imported = {line.rsplit("|", 1)[1].strip().split(".")[0]
+                    for line in res.stderr.splitlines() if line.startswith("import time:") and "|" in line}
+        assert "un_tools" in imported  # the profiler did see the script's imports
+        assert not imported & {"torch", "fairseq", "fairseq_cli", "un_fairseq"}, args
+    assert (tmp_path / "out" / "bin" / "dict.de.txt").exists()
 
 
 def test_wmt14_test_only_and_missing_corpora(data, tmp_path, capsys):
@@ -384,7 +509,8 @@ def test_help(capsys, module, script, flags):
     assert code == 0 and stdout.startswith(f"usage: {script}")
     assert all(f in stdout for f in flags)
     wrapper = (ROOT / "scripts" / script).read_text()
-    assert '"${PYTHON:-python}" -m un_fairseq.data.' + module.__name__.rsplit(".", 1)[1] in wrapper
+    assert 'source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"' in wrapper
+    assert '"$PYTHON" -m un_tools.data.' + module.__name__.rsplit(".", 1)[1] in wrapper
 
 
 def test_iwslt_full_pipeline_on_small_training_file(data, tmp_path, capsys):

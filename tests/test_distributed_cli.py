@@ -6,7 +6,6 @@ launcher's --help and its clean stop when a rank fails."""
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -152,14 +151,14 @@ def test_launcher_stops_every_rank_when_one_fails(tmp_path):
         "exec sleep 300\n"
     )
     fake.chmod(0o755)
-    start = time.monotonic()
+    # rank 0 alone would take 300 s: the timeout fails the test if the launcher waits for it
     proc = subprocess.run(["bash", str(LAUNCHER), "--nproc", "2", "--log-dir", str(tmp_path),
                            "--command", str(fake), "--", "data"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr
     assert "rank 1 failed" in proc.stderr and str(tmp_path / "train-rank-1.log") in proc.stderr
     assert "rank 1 breaks" in proc.stderr  # the log's tail is shown
-    assert time.monotonic() - start < 60
+    assert "stopped the other ranks" in proc.stderr
     pid0 = int((tmp_path / "pid-0").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid0, 0)

@@ -2,9 +2,10 @@
 
 The bash scripts in ``scripts/`` (``train.sh``, ``evaluate.sh``, ``reproduce-table*.sh``) only
 call the modules of this package; the experiments' hyperparameters live once in ``configs/``
-(bash files defining arrays of fairseq flags, read here through bash itself).
+(TOML files of fairseq flags, read here with ``tomllib``).
 
-- :mod:`.config`: load a profile (``configs/NAME.sh``) and a dataset (``configs/dataset-NAME.sh``)
+- :mod:`.device`: whether the fairseq commands get ``--cpu`` (one decision for every driver)
+- :mod:`.config`: load a profile (``configs/NAME.toml``) and a dataset (``configs/dataset-NAME.toml``)
 - :mod:`.logs`: parse fairseq's training log, detect divergence
 - :mod:`.train`: one training run (resume, FAIL marking)
 - :mod:`.evaluate`: checkpoint averaging, beam search, tokenised BLEU and sacreBLEU

@@ -1,82 +1,64 @@
-"""Experiment profiles and dataset settings, read from the bash files in ``configs/``.
+"""Experiment profiles and dataset settings, read from the TOML files in ``configs/``.
 
-A profile (``configs/NAME.sh``) defines bash arrays of fairseq flags; a dataset file
-(``configs/dataset-NAME.sh``) defines how its output is scored. Both are read by sourcing them
-in bash and printing the variables NUL-separated, so bash and Python see the same values.
+A profile (``configs/NAME.toml``) holds the run's settings and, under ``[flags]``, lists of
+fairseq flags (``model``, ``train``, ``norm``, ``valid``, ``log``, ``gen``); a dataset file
+(``configs/dataset-NAME.toml``) says how its output is scored. ``extends = "OTHER"`` starts from
+another profile: the keys given replace OTHER's, and the lists under ``[append]`` are appended to
+OTHER's flags. Read with the standard library's ``tomllib`` (format: docs/reproduce.md).
 """
 
-import subprocess
+import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
+SUFFIX = ".toml"
 
-PROFILE_ARRAYS = ("MODEL_FLAGS", "TRAIN_FLAGS", "NORM_FLAGS", "VALID_FLAGS", "LOG_FLAGS",
-                  "GEN_FLAGS", "SEEDS")
-PROFILE_SCALARS = ("DESCRIPTION", "DATASET", "AVG_CHECKPOINTS", "EXPLODE_RATIO")
-DATASET_ARRAYS = ()
-DATASET_SCALARS = ("DESCRIPTION", "SRC", "TGT", "REMOVE_BPE", "LOWERCASE", "SACREBLEU_REF",
-                   "DATA_DIR")
-
-_DUMP = r"""
-set -e
-source "$1" >/dev/null
-shift
-for __name in "$@"; do
-  printf '%s\0' "@@VAR@@" "$__name"
-  if declare -p "$__name" >/dev/null 2>&1; then
-    if [[ "$(declare -p "$__name")" == "declare -a"* ]]; then
-      printf '%s\0' "@@ARRAY@@"
-      eval 'for __item in "${'"$__name"'[@]}"; do printf "%s\0" "$__item"; done'
-    else
-      printf '%s\0' "@@SCALAR@@"
-      printf '%s\0' "${!__name}"
-    fi
-  else
-    printf '%s\0' "@@UNSET@@"
-  fi
-done
-"""
+FLAG_GROUPS = ("model", "train", "norm", "valid", "log", "gen")
+PROFILE_KEYS = {"extends": str, "description": str, "dataset": str, "avg_checkpoints": int,
+                "seeds": list, "explode_ratio": (int, float), "flags": dict, "append": dict}
+DATASET_KEYS = {"description": str, "src": str, "tgt": str, "remove_bpe": str, "lowercase": bool,
+                "sacrebleu_ref": str, "data_dir": str}
 
 
 class ConfigError(ValueError):
     """A missing or malformed config file (the message names it)."""
 
 
-def read_bash_vars(path: Path, names: List[str]) -> Dict[str, Union[str, List[str], None]]:
-    """Source ``path`` in bash and return the variables ``names`` (arrays as lists, unset as None)."""
+def read_toml(path: Path, keys: Dict[str, type]) -> dict:
+    """The top-level table of ``path``, after checking that it names only ``keys``, each with
+    its type."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    proc = subprocess.run(["bash", "-c", _DUMP, "dump", str(path), *names],
-                          capture_output=True)
-    if proc.returncode != 0:
-        raise ConfigError(f"sourcing {path} failed: {proc.stderr.decode(errors='replace').strip()}")
-    items = proc.stdout.decode().split("\0")[:-1]
-    out: Dict[str, Union[str, List[str], None]] = {}
-    i = 0
-    while i < len(items):
-        assert items[i] == "@@VAR@@", items[i]
-        name, kind = items[i + 1], items[i + 2]
-        i += 3
-        values = []
-        while i < len(items) and items[i] != "@@VAR@@":
-            values.append(items[i])
-            i += 1
-        if kind == "@@ARRAY@@":
-            out[name] = values
-        elif kind == "@@SCALAR@@":
-            out[name] = values[0] if values else ""
-        else:
-            out[name] = None
-    return out
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}")
+    for key, value in data.items():
+        if key not in keys:
+            raise ConfigError(f"{path}: unknown key {key!r}; allowed: {', '.join(keys)}")
+        if not isinstance(value, keys[key]) or (keys[key] is int and isinstance(value, bool)):
+            raise ConfigError(f"{path}: {key} = {value!r} has the wrong type")
+    return data
+
+
+def _flag_tables(path: Path, data: dict) -> None:
+    for table in ("flags", "append"):
+        for group, flags in data.get(table, {}).items():
+            if group not in FLAG_GROUPS:
+                raise ConfigError(f"{path}: unknown [{table}] list {group!r}; allowed: {', '.join(FLAG_GROUPS)}")
+            if not isinstance(flags, list) or not all(isinstance(x, str) for x in flags):
+                raise ConfigError(f"{path}: [{table}] {group} must be a list of strings")
 
 
 def available(prefix: str = "") -> List[str]:
     """Names of the profiles (``prefix=''``) or datasets (``prefix='dataset-'``) in configs/."""
     names = []
-    for p in sorted(CONFIG_DIR.glob(f"{prefix}*.sh")):
+    for p in sorted(CONFIG_DIR.glob(f"{prefix}*{SUFFIX}")):
         name = p.stem[len(prefix):]
         if prefix or not name.startswith("dataset-"):
             names.append(name)
@@ -85,14 +67,34 @@ def available(prefix: str = "") -> List[str]:
 
 def _path_of(name: str, prefix: str) -> Path:
     path = Path(name)
-    if path.suffix == ".sh" and path.is_file():
+    if path.suffix == SUFFIX and path.is_file():
         return path
-    path = CONFIG_DIR / f"{prefix}{name}.sh"
+    path = CONFIG_DIR / f"{prefix}{name}{SUFFIX}"
     if not path.is_file():
         kind = "dataset" if prefix else "profile"
         raise ConfigError(f"unknown {kind} {name!r}: no {path}; available: "
                           f"{', '.join(available(prefix)) or 'none'}")
     return path
+
+
+def _profile_table(path: Path, seen=()) -> dict:
+    """The profile's settings with ``extends`` resolved: ``{key: value, 'flags': {group: list}}``."""
+    data = read_toml(path, PROFILE_KEYS)
+    _flag_tables(path, data)
+    base = {"flags": {}}
+    if "extends" in data:
+        try:
+            parent = _path_of(data["extends"], "")
+        except ConfigError as err:
+            raise ConfigError(f"{path}: extends: {err}") from None
+        if parent.resolve() in seen:
+            raise ConfigError(f"{path}: extends {data['extends']!r} in a cycle")
+        base = _profile_table(parent, (*seen, path.resolve()))
+    out = {**base, **{k: v for k, v in data.items() if k not in ("extends", "flags", "append")}}
+    out["flags"] = {**base["flags"], **data.get("flags", {})}
+    for group, flags in data.get("append", {}).items():
+        out["flags"][group] = [*out["flags"].get(group, []), *flags]
+    return out
 
 
 @dataclass
@@ -132,41 +134,37 @@ class Dataset:
 
 def load_profile(name: str) -> Profile:
     path = _path_of(name, "")
-    v = read_bash_vars(path, list(PROFILE_ARRAYS + PROFILE_SCALARS))
-    for key in ("MODEL_FLAGS", "TRAIN_FLAGS", "SEEDS"):
-        if not v.get(key):
-            raise ConfigError(f"{path} must define a non-empty array {key}")
-    try:
-        seeds = [int(s) for s in v["SEEDS"]]
-    except ValueError:
-        raise ConfigError(f"{path}: SEEDS must be whole numbers, got {v['SEEDS']}")
-    try:
-        avg = int(v.get("AVG_CHECKPOINTS") or 10)
-        ratio = float(v.get("EXPLODE_RATIO") or 2.0)
-    except ValueError as err:
-        raise ConfigError(f"{path}: AVG_CHECKPOINTS / EXPLODE_RATIO: {err}")
+    v = _profile_table(path.resolve())
+    flags = v["flags"]
+    for group in ("model", "train"):
+        if not flags.get(group):
+            raise ConfigError(f"{path} must give a non-empty [flags] {group}")
+    seeds = v.get("seeds")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of whole numbers, got {seeds!r}")
     return Profile(
-        name=path.stem, path=path, description=v.get("DESCRIPTION") or "",
-        dataset=v.get("DATASET") or "",
-        model_flags=v["MODEL_FLAGS"], train_flags=v["TRAIN_FLAGS"],
-        norm_flags=v.get("NORM_FLAGS") or [], valid_flags=v.get("VALID_FLAGS") or [],
-        log_flags=v.get("LOG_FLAGS") or [], gen_flags=v.get("GEN_FLAGS") or ["--beam", "5"],
-        seeds=seeds, avg_checkpoints=avg, explode_ratio=ratio,
+        name=path.stem, path=path, description=v.get("description", ""),
+        dataset=v.get("dataset", ""),
+        model_flags=flags["model"], train_flags=flags["train"],
+        norm_flags=flags.get("norm", []), valid_flags=flags.get("valid", []),
+        log_flags=flags.get("log", []), gen_flags=flags.get("gen", ["--beam", "5"]),
+        seeds=list(seeds), avg_checkpoints=v.get("avg_checkpoints", 10),
+        explode_ratio=float(v.get("explode_ratio", 2.0)),
     )
 
 
 def load_dataset(name: str) -> Dataset:
     path = _path_of(name, "dataset-")
-    v = read_bash_vars(path, list(DATASET_ARRAYS + DATASET_SCALARS))
-    for key in ("SRC", "TGT"):
+    v = read_toml(path, DATASET_KEYS)
+    for key in ("src", "tgt"):
         if not v.get(key):
-            raise ConfigError(f"{path} must define {key}")
-    ref = v.get("SACREBLEU_REF") or ""
-    data_dir = v.get("DATA_DIR") or ""
+            raise ConfigError(f"{path} must give {key}")
+    ref = v.get("sacrebleu_ref", "")
+    data_dir = v.get("data_dir", "")
     return Dataset(
-        name=path.stem[len("dataset-"):], path=path, description=v.get("DESCRIPTION") or "",
-        src=v["SRC"], tgt=v["TGT"], remove_bpe=v.get("REMOVE_BPE") or "",
-        lowercase=(v.get("LOWERCASE") or "0") not in ("0", "", "false", "no"),
+        name=path.stem[len("dataset-"):], path=path, description=v.get("description", ""),
+        src=v["src"], tgt=v["tgt"], remove_bpe=v.get("remove_bpe", ""),
+        lowercase=v.get("lowercase", False),
         sacrebleu_ref=str(REPO / ref) if ref and not Path(ref).is_absolute() else ref,
         data_dir=str(REPO / data_dir) if data_dir and not Path(data_dir).is_absolute() else data_dir,
     )
@@ -181,3 +179,34 @@ def flag_value(flags: List[str], name: str, default=None):
         elif flag.startswith(name + "="):
             value = flag.split("=", 1)[1]
     return value
+
+
+def main(argv=None) -> int:
+    """``python -m un_tools.reproduce.config PROFILE [KEY]``: print a profile's settings (or one
+    of them), as fairseq will see them, so that bash scripts read the same files."""
+    import argparse
+    import json
+    from dataclasses import asdict
+
+    p = argparse.ArgumentParser(prog="python -m un_tools.reproduce.config", description=main.__doc__)
+    p.add_argument("profile", help=f"configs/PROFILE.toml ({', '.join(available())}) or a path")
+    p.add_argument("key", nargs="?", help="one setting, e.g. description or train_flags")
+    args = p.parse_args(argv)
+    try:
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(load_profile(args.profile)).items()}
+    except ConfigError as err:
+        print(f"config: error: {err}", file=sys.stderr)
+        return 2
+    if args.key is None:
+        print(json.dumps(settings, indent=1))
+    elif args.key not in settings:
+        print(f"config: error: no setting {args.key!r}; settings: {', '.join(settings)}", file=sys.stderr)
+        return 2
+    else:
+        value = settings[args.key]
+        print(value if isinstance(value, str) else json.dumps(value))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

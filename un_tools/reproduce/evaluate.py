@@ -8,9 +8,9 @@ detokenised sacreBLEU with its signature.
 
 Steps, each printed:
 1. ``un-average-checkpoints`` over the N newest ``checkpointE.pt`` of ``RUN/checkpoints``
-   (N = the profile's AVG_CHECKPOINTS, 10 for the paper's profiles; fewer when fewer exist;
+   (N = the profile's avg_checkpoints, 10 for the paper's profiles; fewer when fewer exist;
    ``checkpoint_last.pt`` alone when there is no epoch checkpoint) -> ``RUN/avg.pt``;
-2. ``fairseq-generate`` with the profile's GEN_FLAGS (beam 5) and the dataset's ``--remove-bpe``
+2. ``fairseq-generate`` with the profile's gen flags (beam 5) and the dataset's ``--remove-bpe``
    (``sentencepiece`` or subword-nmt's ``@@ ``) -> ``RUN/generate-SUBSET.txt``; its ``BLEU4``
    is the tokenised BLEU the paper reports. Every sentence of the subset is translated:
    ``--required-batch-size-multiple 1`` is passed, because fairseq's default of 8 drops the
@@ -18,8 +18,8 @@ Steps, each printed:
    3,003 sentences would lose their 59 longest, IWSLT14's 6,750 their 94 longest), and the
    number of hypotheses is checked against the size of the binarized subset;
 3. sacreBLEU: hypotheses detokenised with sacremoses (Moses detokenizer, target language)
-   against the dataset's raw reference (``SACREBLEU_REF``, text, .gz or .sgm), or, if it has none,
-   against fairseq's detokenised ``T-`` lines; lowercased if the dataset is (``LOWERCASE=1``).
+   against the dataset's raw reference (``sacrebleu_ref``, text, .gz or .sgm), or, if it has none,
+   against fairseq's detokenised ``T-`` lines; lowercased if the dataset is (``lowercase = true``).
 
 Writes ``RUN/eval.json`` for the test set, ``RUN/eval-SUBSET.json`` for another subset (only
 ``eval.json`` feeds the tables and run records). An evaluation newer than the checkpoints is not
@@ -44,7 +44,8 @@ from typing import Dict, List, Optional, Tuple
 
 from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
 from .run_files import eval_file
-from .train import check_data, fairseq_command, cuda_available, read_json, resolve_data, write_json
+from .device import device_flags
+from .train import check_data, fairseq_command, read_json, resolve_data, write_json
 
 _BLEU = re.compile(r"Generate (\S+) with beam=(\d+): BLEU4 = ([\d.]+)")
 _EPOCH_CKPT = re.compile(r"checkpoint(\d+)\.pt$")
@@ -139,9 +140,7 @@ def generate_command(data: Path, model: Path, subset: str, gen_flags: List[str],
            "--required-batch-size-multiple", "1"]  # translate every sentence: see the docstring
     if dataset.remove_bpe:
         cmd += ["--remove-bpe", dataset.remove_bpe]
-    if not cuda_available():
-        cmd.append("--cpu")
-    return cmd
+    return cmd + device_flags()
 
 
 def translate_subset(cmd: List[str], data: Path, subset: str, dataset: Dataset,
@@ -244,15 +243,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/evaluate.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder of scripts/train.sh (holds checkpoints/)")
-    p.add_argument("--data", help="binarized data folder (default: the dataset's DATA_DIR)")
-    p.add_argument("--dataset", help="configs/dataset-NAME.sh (default: from RUN/train.json or the profile)")
-    p.add_argument("--profile", help="configs/PROFILE.sh for GEN_FLAGS and AVG_CHECKPOINTS "
+    p.add_argument("--data", help="binarized data folder (default: the dataset's data_dir)")
+    p.add_argument("--dataset", help="configs/dataset-NAME.toml (default: from RUN/train.json or the profile)")
+    p.add_argument("--profile", help="configs/PROFILE.toml for its gen flags and avg_checkpoints "
                                      "(default: from RUN/train.json)")
     p.add_argument("--num-checkpoints", type=int, metavar="N",
-                   help="average the N newest epoch checkpoints (default: the profile's AVG_CHECKPOINTS)")
+                   help="average the N newest epoch checkpoints (default: the profile's avg_checkpoints)")
     p.add_argument("--subset", default="test", help="fairseq --gen-subset (default: test)")
     p.add_argument("--sacrebleu-ref", metavar="FILE",
-                   help="raw reference for sacreBLEU (default: the dataset's SACREBLEU_REF; '' = detokenised T- lines)")
+                   help="raw reference for sacreBLEU (default: the dataset's sacrebleu_ref; '' = detokenised T- lines)")
     p.add_argument("--force", action="store_true", help="evaluate again even if eval.json is up to date")
     p.add_argument("--checkpoint", metavar="FILE", type=Path,
                    help="translate FILE as it is instead of averaging RUN's checkpoints (e.g. a fused "

@@ -16,7 +16,7 @@ the test subset T (``--test-subset``, default test):
 - ``V_bleu_lenpen_LP`` for each LP of ``--lenpens`` (default 1.0, the paper's protocol), and
   ``T_bleu_lenpen_1.0`` and ``T_bleu_lenpen_BEST`` at the grid's best LP on V (its name in
   ``best_lenpen_on_V`` when the grid has more than one): ``{bleu, precisions, bp, ratio}`` of
-  fairseq-generate's BLEU4 with the profile's GEN_FLAGS (beam 5) and ``--lenpen LP``, every
+  fairseq-generate's BLEU4 with the profile's gen flags (beam 5) and ``--lenpen LP``, every
   sentence of the subset checked translated as in scripts/evaluate.sh.
 
 fairseq's outputs stay in ``RUN/heldout/`` (``generate-SUBSET-lenpenLP.txt``,
@@ -36,7 +36,8 @@ from ..atomic import atomic_path
 from .config import REPO, ConfigError, Dataset, Profile, flag_value, load_dataset, load_profile
 from .evaluate import generate_command, run_cmd, translate_subset
 from .records import record_key
-from .train import cuda_available, fairseq_command, read_json, resolve_data
+from .device import device_flags
+from .train import fairseq_command, read_json, resolve_data
 
 _BLEU_DETAIL = re.compile(r"BLEU4 = ([\d.]+), ([\d.]+/[\d.]+/[\d.]+/[\d.]+) \(BP=([\d.]+), ratio=([\d.]+)")
 
@@ -104,7 +105,7 @@ def measure(run: Path, data: Path, dataset: Dataset, profile: Profile, lenpens: 
         cmd = [*fairseq_command("fairseq-validate"), str(data), "--task", "translation",
                "--user-dir", str(REPO / "un_fairseq"), "--path", str(model), "--valid-subset", subset,
                "--batch-size", "128", "--required-batch-size-multiple", "1", *criterion_flags(profile),
-               "--log-format", "json", *([] if cuda_available() else ["--cpu"])]
+               "--log-format", "json", *device_flags()]
         say(f"{run}: nll of {subset}")
         run_cmd(cmd, out / f"validate-{subset}.log")
         losses = validate_losses((out / f"validate-{subset}.log").read_text(), subset)  # fairseq logs to stderr

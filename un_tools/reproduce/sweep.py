@@ -49,11 +49,11 @@ def parser(command: str) -> argparse.ArgumentParser:
                    help="profile: smoke (a few updates, tiny model), mini (Multi30k on CPU), full "
                         "(the paper's iwslt14 or wmt14_en_fr profile). Default: full")
     p.add_argument("--dataset", default="iwslt14",
-                   help=f"configs/dataset-NAME.sh: {', '.join(available('dataset-'))}. Default: iwslt14")
-    p.add_argument("--profile", help="use configs/PROFILE.sh instead of the one --scale picks")
-    p.add_argument("--data", help="binarized data folder (default: the dataset's DATA_DIR)")
+                   help=f"configs/dataset-NAME.toml: {', '.join(available('dataset-'))}. Default: iwslt14")
+    p.add_argument("--profile", help="use configs/PROFILE.toml instead of the one --scale picks")
+    p.add_argument("--data", help="binarized data folder (default: the dataset's data_dir)")
     p.add_argument("--runs", help="root of the run folders (default: work/runs/PROFILE-DATASET)")
-    p.add_argument("--seeds", help="comma-separated seeds (default: the profile's SEEDS)")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the profile's seeds)")
     if command == "table1":
         p.add_argument("--norms", help=f"comma-separated rows, trained in this order, listed in the "
                                       f"paper's order (default: all eight: {','.join(TABLE1_ORDER)}); "

@@ -31,15 +31,11 @@ from typing import List, Optional
 from ..atomic import atomic_path
 from ..norm_names import NORM_TYPES
 from .config import REPO, ConfigError, Profile, Dataset, available, load_dataset, load_profile, flag_value
+from .device import device_flags
 from .logs import DivergenceMonitor, fatal_error, parse_line
 from .run_files import eval_file
 
 FINAL = ("done", "FAIL")
-
-
-def cuda_available() -> bool:
-    import torch  # here, not at the top: the scripts' --help should not wait for torch
-    return torch.cuda.is_available()
 
 
 FAIRSEQ_MODULES = {
@@ -95,7 +91,7 @@ def check_data(data: Path, dataset: Dataset) -> None:
 
 
 def valid_bleu_flags(profile: Profile, dataset: Dataset) -> List[str]:
-    """The profile's VALID_FLAGS with the dataset's BPE removal added to --eval-bleu."""
+    """The profile's valid flags with the dataset's BPE removal added to --eval-bleu."""
     flags = list(profile.valid_flags)
     if "--eval-bleu" in flags and "--eval-bleu-remove-bpe" not in flags and dataset.remove_bpe:
         flags += ["--eval-bleu-remove-bpe", dataset.remove_bpe]
@@ -108,9 +104,7 @@ def build_command(profile: Profile, dataset: Dataset, norm: str, seed: int, data
            "--save-dir", str(out / "checkpoints"), "--seed", str(seed), "--norm-type", norm,
            *profile.model_flags, *profile.train_flags, *profile.norm_flags,
            *valid_bleu_flags(profile, dataset), *profile.log_flags,
-           "--log-format", "json", "--no-progress-bar"]
-    if not cuda_available():
-        cmd.append("--cpu")
+           "--log-format", "json", "--no-progress-bar", *device_flags()]
     return cmd + list(extra)
 
 
@@ -223,12 +217,12 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/train.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", required=True, help=f"configs/PROFILE.sh ({', '.join(available())}) or a path")
+    p.add_argument("--profile", required=True, help=f"configs/PROFILE.toml ({', '.join(available())}) or a path")
     p.add_argument("--norm", required=True, metavar="NORM", help=f"--norm-type: {', '.join(NORM_TYPES)}")
     p.add_argument("--seed", required=True, type=int, help="fairseq --seed")
-    p.add_argument("--data", help="binarized data folder (default: the dataset's DATA_DIR)")
+    p.add_argument("--data", help="binarized data folder (default: the dataset's data_dir)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log, train.json)")
-    p.add_argument("--dataset", help="configs/dataset-NAME.sh (default: the profile's DATASET)")
+    p.add_argument("--dataset", help="configs/dataset-NAME.toml (default: the profile's dataset)")
     p.add_argument("--force", action="store_true", help="train again even if train.json says done/FAIL")
     p.add_argument("--print-command", action="store_true", help="print the fairseq-train command and exit")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra fairseq-train flags")
@@ -239,7 +233,7 @@ def resolve_data(data: Optional[str], dataset: Dataset) -> Path:
     if data:
         return Path(data)
     if not dataset.data_dir:
-        raise ConfigError(f"--data is required: dataset {dataset.name!r} has no default DATA_DIR")
+        raise ConfigError(f"--data is required: dataset {dataset.name!r} has no default data_dir")
     return Path(dataset.data_dir)
 
 

@@ -13,16 +13,19 @@ Steps:
    applied to every split -> ``OUT/{train,valid,test}.L`` (space-separated pieces);
 4. ``fairseq-preprocess --joined-dictionary`` de->en -> ``OUT/bin``.
 
-Usage: ``python -m un_fairseq.data.multi30k [--raw DIR] [--vocab-size N] --out DIR``
+Usage: ``python -m un_tools.data.multi30k [--raw DIR] [--vocab-size N] --out DIR``
 """
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
-from un_fairseq.data import common
-from un_fairseq.data.common import PrepError, exists, log, read_lines, write_lines
-from un_fairseq.data.moses import MosesPunctNormalizer, MosesTokenizer, lowercase
+from un_tools.atomic import atomic_path
+
+from un_tools.data import common
+from un_tools.data.common import PrepError, exists, log, read_lines, write_lines
+from un_tools.data.moses import MosesPunctNormalizer, MosesTokenizer, lowercase
 
 SRC, TGT = "de", "en"
 SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
@@ -43,8 +46,13 @@ def raw_files(raw, out):
     names = {(s, l): f"{name}.{l}.gz" for s, name in SPLITS.items() for l in (SRC, TGT)}
     if raw is None:
         raw = Path(out) / "raw"
-        for name in names.values():
-            common.download(URL.format(name=name), raw / name)
+        hint = (f"fetch {', '.join(names.values())} by hand from {URL.format(name='')} "
+                "into one folder and pass --raw FOLDER")
+        with common.removed_on_error(raw):
+            for name in names.values():
+                if not (raw / name).exists():
+                    common.check_gzip(common.download(URL.format(name=name), raw / name, hint), hint,
+                                      downloaded=True)
     raw = Path(raw)
     if not raw.is_dir():
         raise PrepError(f"--raw: no such directory: {raw}")
@@ -58,19 +66,18 @@ def train_sentencepiece(lines, model_prefix, vocab_size):
     import sentencepiece as spm
 
     model_prefix = Path(model_prefix)
-    tmp = model_prefix.with_name(f".{model_prefix.name}.tmp{os.getpid()}")
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_prefix=str(tmp), vocab_size=vocab_size,
-            model_type="bpe", character_coverage=1.0, normalization_rule_name="identity",
-            num_threads=2, minloglevel=2, input_sentence_size=0, shuffle_input_sentence=False)
+    model_prefix.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=model_prefix.parent, prefix=f".{model_prefix.name}.") as work:
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines), model_prefix=f"{work}/m", vocab_size=vocab_size,
+                model_type="bpe", character_coverage=1.0, normalization_rule_name="identity",
+                num_threads=2, minloglevel=2, input_sentence_size=0, shuffle_input_sentence=False)
+        except RuntimeError as e:
+            raise PrepError(f"sentencepiece training failed (try another --vocab-size): {e}") from e
         for ext in (".vocab", ".model"):  # .model last: its presence means "done"
-            os.replace(f"{tmp}{ext}", f"{model_prefix}{ext}")
-    except RuntimeError as e:
-        raise PrepError(f"sentencepiece training failed (try another --vocab-size): {e}") from e
-    finally:
-        for ext in (".vocab", ".model"):
-            Path(f"{tmp}{ext}").unlink(missing_ok=True)
+            with atomic_path(f"{model_prefix}{ext}") as tmp:
+                os.replace(f"{work}/m{ext}", tmp)
 
 
 def prepare(out, raw=None, vocab_size=8000, workers=2):

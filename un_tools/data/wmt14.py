@@ -12,16 +12,16 @@ Steps (as the recipe; intermediate files in ``OUT/tmp``):
    applied to all splits; train and valid then cleaned (1-250 tokens, ratio 1.5);
 4. ``fairseq-preprocess --joined-dictionary`` -> ``OUT/bin`` (not with ``--test-only``).
 
-Usage: ``python -m un_fairseq.data.wmt14 [--orig DIR] [--bpe-codes FILE] [--test-only] --out DIR``
+Usage: ``python -m un_tools.data.wmt14 [--orig DIR] [--bpe-codes FILE] [--test-only] --out DIR``
 """
 
 import argparse
 from pathlib import Path
 
-from un_fairseq.data import common
-from un_fairseq.data.common import PrepError, exists, log, read_lines, write_lines
-from un_fairseq.data.iwslt14 import xml_segments
-from un_fairseq.data.moses import MosesPunctNormalizer, MosesTokenizer, clean_corpus, remove_non_printing
+from un_tools.data import common
+from un_tools.data.common import PrepError, exists, log, read_lines, write_lines
+from un_tools.data.iwslt14 import xml_segments
+from un_tools.data.moses import MosesPunctNormalizer, MosesTokenizer, clean_corpus, remove_non_printing
 
 SRC, TGT, PAIR = "en", "fr", "en-fr"
 BPE_TOKENS = 40000
@@ -34,6 +34,15 @@ URLS = [
     "http://statmt.org/wmt10/training-giga-fren.tar",
     "http://statmt.org/wmt14/test-full.tgz",
 ]
+# a path each archive must hold (the training corpora below and newstest2014)
+MEMBERS = {
+    "training-parallel-europarl-v7.tgz": "training/europarl-v7.fr-en.en",
+    "training-parallel-commoncrawl.tgz": "commoncrawl.fr-en.en",
+    "training-parallel-un.tgz": "un/undoc.2000.fr-en.en",
+    "training-parallel-nc-v9.tgz": "training/news-commentary-v9.fr-en.en",
+    "training-giga-fren.tar": "giga-fren.release2.fixed.en.gz",
+    "test-full.tgz": "test-full/newstest2014-fren-src.en.sgm",
+}
 CORPORA = ["training/europarl-v7.fr-en", "commoncrawl.fr-en", "un/undoc.2000.fr-en",
            "training/news-commentary-v9.fr-en", "giga-fren.release2.fixed"]
 
@@ -58,7 +67,14 @@ def prepare(out, orig=None, bpe_codes=None, test_only=False, workers=2):
     if orig is None:  # the recipe's downloads (only the test archive with --test-only)
         orig = tmp / "orig"
         for url in URLS[-1:] if test_only else URLS:
-            common.extract(common.download(url, orig / url.rsplit("/", 1)[1]), orig)
+            name = url.rsplit("/", 1)[1]
+            hint = (f"fetch it by hand (curl -fLO {url}), unpack it with the recipe's other archives "
+                    "into one folder and pass --orig FOLDER")
+            if (orig / f".{name}.extracted").exists():
+                continue
+            with common.removed_on_error(orig):
+                common.unpack(common.download(url, tmp / name, hint), orig, [MEMBERS[name]], hint,
+                              downloaded=True)
     orig = Path(orig)
     if not orig.is_dir():
         raise PrepError(f"--orig: no such directory: {orig}")

@@ -13,21 +13,41 @@ Steps (same files as the recipe, ``OUT/tmp`` holding the intermediate ones):
    unless ``--bpe-codes`` is given; apply to every split -> ``OUT/{train,valid,test}.L``;
 4. ``fairseq-preprocess --joined-dictionary`` -> ``OUT/bin`` (not with ``--test-only``).
 
-Usage: ``python -m un_fairseq.data.iwslt14 [--orig DIR] [--bpe-codes FILE] [--test-only] --out DIR``
+The archive comes from fairseq's mirror (``URL``) unless ``--orig`` names a local copy; a
+download, or an archive given with ``--orig``, is checked before use (a gzip tar holding every
+file of :func:`members`): on any failure one line says how to fetch it by hand, exit status 2, and
+no new output folder is left behind.
+
+Usage: ``python -m un_tools.data.iwslt14 [--orig DIR|ARCHIVE] [--bpe-codes FILE] [--test-only] --out DIR``
 """
 
 import argparse
 import re
 from pathlib import Path
 
-from un_fairseq.data import common
-from un_fairseq.data.common import PrepError, exists, log, read_lines, write_lines
-from un_fairseq.data.moses import MosesTokenizer, clean_corpus, lowercase
+from un_tools.data import common
+from un_tools.data.common import PrepError, exists, log, read_lines, write_lines
+from un_tools.data.moses import MosesTokenizer, clean_corpus, lowercase
 
-URL = "https://wit3.fbk.eu/archive/2014-01/texts/de/en/de-en.tgz"
+# fairseq's mirror (examples/translation/prepare-iwslt14.sh); the WIT3 original
+# (wit3.fbk.eu/archive/2014-01/texts/de/en/de-en.tgz) answers 404 or an HTML page
+URL = "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"
+MD5 = "10936dfdf616504ddbd844e91b94ef4a"  # published by a third party, not by fairseq: a warning only
 SRC, TGT, PAIR = "de", "en", "de-en"
 TEST_SETS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010",
              "IWSLT14.TED.tst2011", "IWSLT14.TED.tst2012"]
+
+
+def members(test_sets=TEST_SETS):
+    """What the archive must hold: the training text and the dev/test XML files, under de-en/."""
+    return [f"{PAIR}/train.tags.{PAIR}.{l}" for l in (SRC, TGT)] + [
+        f"{PAIR}/{s}.{PAIR}.{l}.xml" for s in test_sets for l in (SRC, TGT)]
+
+
+def by_hand(url):
+    """The end of every download error: how to fetch the archive yourself."""
+    return (f"fetch it by hand (curl -fLO {url}) and pass --orig de-en.tgz, "
+            "or unpack it (tar xzf de-en.tgz) and pass --orig de-en")
 BPE_TOKENS = 10000
 VALID_EVERY = 23
 
@@ -64,13 +84,17 @@ def find_orig(orig):
     return orig / PAIR if (orig / PAIR).is_dir() else orig
 
 
-def prepare(out, orig=None, bpe_codes=None, test_only=False, workers=2, test_sets=TEST_SETS):
+def prepare(out, orig=None, bpe_codes=None, test_only=False, workers=2, test_sets=TEST_SETS, url=URL):
     """Run the recipe into ``out``; return the list of written text files."""
     out = Path(out)
     tmp = out / "tmp"
-    if orig is None:
-        archive = common.download(URL, tmp / "de-en.tgz")
-        common.extract(archive, tmp / "orig")
+    if orig is None or Path(orig).is_file():  # download and/or verify the archive, then unpack it
+        with common.removed_on_error(tmp / "orig"):
+            archive = Path(orig) if orig is not None else common.download(url, tmp / "de-en.tgz", by_hand(url))
+            fresh = orig is None and not (tmp / "orig" / f".{archive.name}.extracted").exists()
+            if fresh:
+                common.md5_note(archive, MD5)
+            common.unpack(archive, tmp / "orig", members(test_sets), by_hand(url), downloaded=orig is None)
         orig = tmp / "orig"
     orig = find_orig(orig)
     xmls = {(s, l): orig / f"{s}.{PAIR}.{l}.xml" for s in test_sets for l in (SRC, TGT)}
@@ -131,8 +155,9 @@ def main(argv=None):
         prog="prepare-iwslt14.sh",
         description="IWSLT14 De-En as fairseq's examples/translation/prepare-iwslt14.sh, in Python "
                     "(Moses tokenizer/lowercase/clean-corpus ports, subword-nmt BPE, fairseq-preprocess).")
-    p.add_argument("--orig", help="unpacked IWSLT14 de-en folder (the archive's de-en/ or a folder "
-                                  "with its files); default: download " + URL)
+    p.add_argument("--orig", help="a local copy of the archive: de-en.tgz itself, or unpacked (its de-en/ folder, "
+                                  "or a folder holding the files); default: download --url")
+    p.add_argument("--url", default=URL, help=f"where to download the archive from (default: fairseq's mirror {URL})")
     p.add_argument("--bpe-codes", help="apply these subword-nmt codes instead of learning 10k merges "
                                        "(canonical: ../shared/data/iwslt14/bpe10k.code)")
     p.add_argument("--test-only", action="store_true",
@@ -141,7 +166,7 @@ def main(argv=None):
     p.add_argument("--test-sets", nargs="+", default=TEST_SETS, help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, help="output folder")
     a = p.parse_args(argv)
-    files = prepare(a.out, a.orig, a.bpe_codes, a.test_only, a.workers, a.test_sets)
+    files = prepare(a.out, a.orig, a.bpe_codes, a.test_only, a.workers, a.test_sets, a.url)
     codes = a.bpe_codes or (Path(a.out) / "code")
     vocab = None
     dict_file = Path(a.out) / "bin" / f"dict.{SRC}.txt"

@@ -1,12 +1,13 @@
 """fairseq-train that records when each training forward call of the model starts.
 
-    python -m un_fairseq.benchmarks.update_timer OUT_DIR FAIRSEQ_TRAIN_ARGS...
+    python -m un_tools.benchmarks.update_timer OUT_DIR FAIRSEQ_TRAIN_ARGS...
 
 At exit each rank writes ``OUT_DIR/rank-R.json``: ``{"rank": R, "starts": [seconds, ...]}``
 (``time.perf_counter`` at the start of every training forward of ``transformer_un``). With
 ``--update-freq 1`` consecutive differences are whole updates: forward, backward, gradient
 all-reduce, optimizer step, data loading and logging, but not the start-up. Used by
-``scripts/benchmark_distributed.py`` through ``scripts/train-distributed.sh --command``.
+``scripts/benchmark_distributed.py`` through ``scripts/train-distributed.sh --command``. A
+worker: it imports fairseq and the plugin, which it runs.
 """
 
 import atexit

@@ -1,6 +1,7 @@
 """The cost of ``sync_stats`` for one norm call: forward + backward of the same normalizer with
 and without it, in several processes joined by gloo, the two variants interleaved call by
-call (``scripts/benchmark_distributed.py`` starts :func:`run` in every rank)."""
+call (``scripts/benchmark_distributed.py`` starts :func:`run` in every rank). A worker: it
+imports torch and the plugin, which it times."""
 
 import statistics
 import time
@@ -9,17 +10,23 @@ from typing import Dict, List, Tuple
 import torch
 import torch.distributed as dist
 
-from ..modules import build_norm
+from un_fairseq.modules import build_norm
 
-STEADY_OPTIONS = {"un": dict(warmup=0), "mabn": dict(warmup=0), "power": dict(warmup=0),
-                  "power_noscale": dict(warmup=0), "batch": {}}
+
+def steady_norm(norm: str, channels: int, sync: bool) -> torch.nn.Module:
+    """The norm ``norm`` past its warmup (``warmup=0``: the full path is timed), or as built
+    when it has no warmup (BN)."""
+    try:
+        return build_norm(norm, channels, sync_stats=sync, warmup=0)
+    except TypeError:
+        return build_norm(norm, channels, sync_stats=sync)
 
 
 def run(rank: int, world_size: int, store: str, norms: List[str], shape: Tuple[int, int, int],
-        repeats: int, results) -> None:
+        repeats: int, threads: int, results) -> None:
     """Rank ``rank``: median milliseconds per forward + backward call of each norm, sync off
     and on, put into ``results`` (a multiprocessing queue) by rank 0 as ``{norm: {off, on}}``."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     medians = {norm: _medians(rank, norm, shape, repeats) for norm in norms}
     if rank == 0:
@@ -30,8 +37,7 @@ def run(rank: int, world_size: int, store: str, norms: List[str], shape: Tuple[i
 
 def _medians(rank: int, norm: str, shape: Tuple[int, int, int], repeats: int) -> Dict[str, float]:
     T, B, C = shape
-    norms = {name: build_norm(norm, C, sync_stats=(name == "on"), **STEADY_OPTIONS[norm])
-             for name in ("off", "on")}
+    norms = {name: steady_norm(norm, C, name == "on") for name in ("off", "on")}
     gen = torch.Generator().manual_seed(rank)
     x = torch.randn(T, B, C, generator=gen).requires_grad_(True)
     dy = torch.randn(T, B, C, generator=gen)
