@@ -679,7 +679,7 @@ def test_heldout_entry_of_an_evaluated_run(toy_data, smoke_layer_run, tmp_path):
         [*train.fairseq_command("fairseq-generate"), str(toy_data), "--user-dir", str(REPO / "un_fairseq"),
          "--path", str(smoke_layer_run / "avg.pt"), "--gen-subset", "valid", "--score-reference",
          "--batch-size", "7", "--required-batch-size-multiple", "1", "--cpu"],
-        cwd=REPO, env=ENV, capture_output=True, text=True, check=True).stdout
+        cwd=REPO, env=ENV, capture_output=True, text=True, check=True, timeout=300).stdout
     logprobs = [float(v) for line in scored.splitlines() if line.startswith("P-") for v in line.split("\t")[1].split()]
     assert len(logprobs) > 40
     assert entry["valid_nll"] == pytest.approx(-sum(logprobs) / len(logprobs), abs=2e-3)
@@ -696,11 +696,13 @@ def test_heldout_entry_of_an_evaluated_run(toy_data, smoke_layer_run, tmp_path):
     (smoke_layer_run / "avg.pt").rename(smoke_layer_run / "avg.pt.bak")
     try:
         proc = subprocess.run([sys.executable, "-m", "un_tools.reproduce.cli", "heldout", "--run", smoke_layer_run,
-                               "--out", out, "--data", toy_data], cwd=REPO, env=ENV, capture_output=True, text=True)
+                               "--out", out, "--data", toy_data], cwd=REPO, env=ENV, capture_output=True, text=True,
+                              timeout=300)
     finally:
         (smoke_layer_run / "avg.pt.bak").rename(smoke_layer_run / "avg.pt")
     assert proc.returncode == 2 and "avg.pt not found: run scripts/evaluate.sh" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "un_tools.reproduce.cli", "heldout", "--run", smoke_layer_run,
-                           "--out", out, "--lenpens", "1,x"], cwd=REPO, env=ENV, capture_output=True, text=True)
+                           "--out", out, "--lenpens", "1,x"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and "--lenpens must be comma-separated numbers, got '1,x'" in proc.stderr
     assert out.read_bytes() == before

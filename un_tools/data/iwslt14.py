@@ -89,12 +89,13 @@ def prepare(out, orig=None, bpe_codes=None, test_only=False, workers=2, test_set
     out = Path(out)
     tmp = out / "tmp"
     if orig is None or Path(orig).is_file():  # download and/or verify the archive, then unpack it
-        with common.removed_on_error(tmp / "orig"):
-            archive = Path(orig) if orig is not None else common.download(url, tmp / "de-en.tgz", by_hand(url))
-            fresh = orig is None and not (tmp / "orig" / f".{archive.name}.extracted").exists()
-            if fresh:
-                common.md5_note(archive, MD5)
-            common.unpack(archive, tmp / "orig", members(test_sets), by_hand(url), downloaded=orig is None)
+        name = Path(orig).name if orig is not None else "de-en.tgz"
+        if not (tmp / "orig" / f".{name}.extracted").exists():  # else unpacked by an earlier run
+            with common.removed_on_error(tmp / "orig"):
+                archive = Path(orig) if orig is not None else common.download(url, tmp / name, by_hand(url))
+                if orig is None:
+                    common.md5_note(archive, MD5)
+                common.unpack(archive, tmp / "orig", members(test_sets), by_hand(url), downloaded=orig is None)
         orig = tmp / "orig"
     orig = find_orig(orig)
     xmls = {(s, l): orig / f"{s}.{PAIR}.{l}.xml" for s in test_sets for l in (SRC, TGT)}
