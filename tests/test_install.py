@@ -29,8 +29,17 @@ def _run(cmd, cwd, env=None, timeout=PIP_TIMEOUT) -> subprocess.CompletedProcess
 def test_regular_install_finds_user_dir_from_any_directory(toy_data, tmp_path):
     wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site-packages", tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # build from a copy of the checkout's files (tracked and not ignored), as a fresh clone
+    # would: an in-tree build would leave build/ in the checkout and package its stale files
+    source = tmp_path / "source"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True, timeout=60).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-          "-w", wheels, REPO], cwd=tmp_path)
+          "-w", wheels, source], cwd=tmp_path)
     (wheel,) = wheels.glob("un_fairseq-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for package in ("un_fairseq/__init__.py", "un_tools/__init__.py", "un_translate/__init__.py"):
