@@ -17,7 +17,7 @@ TRAIN_FLAGS=(
   --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.0
   --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --max-tokens 4096 --update-freq 4
-  --keep-last-epochs 10 --save-interval-updates 0
+  --keep-last-epochs 10 --save-interval-updates 2000 --keep-interval-updates 1  # resume point every 2000 updates (~1/5 epoch): docs/reproduce.md
 )
 # UN window 4, warmup 4000 (= the lr warmup here); PowerNorm warmup = --warmup-updates
 NORM_FLAGS=(--un-window 4 --un-warmup 4000)
