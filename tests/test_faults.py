@@ -239,6 +239,19 @@ def test_a_second_driver_on_a_locked_folder_exits_2_and_writes_nothing(toy_data,
         assert (run / lock.LOCK_FILE).read_text().split() == [str(os.getpid())]
 
 
+def test_the_paper_profiles_bound_lost_work_and_the_checkpoints_they_keep():
+    """docs/reproduce.md: WMT14 saves inside its long epochs, and every checkpoint series a paper
+    profile writes is bounded (epoch checkpoints: as many as evaluation averages)."""
+    for name in ("iwslt14", "wmt14_en_fr"):
+        profile = config.load_profile(name)
+        flags = profile.training_flags()
+        assert int(config.flag_value(flags, "--keep-last-epochs", 0)) == profile.avg_checkpoints, name
+        if int(config.flag_value(flags, "--save-interval-updates", 0)) > 0:
+            assert int(config.flag_value(flags, "--keep-interval-updates", 0)) >= 1, name
+    wmt = config.load_profile("wmt14_en_fr").training_flags()
+    assert int(config.flag_value(wmt, "--save-interval-updates", 0)) > 0
+
+
 # ---------------------------------------------------------------- killed outright, then resumed
 
 

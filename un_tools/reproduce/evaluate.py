@@ -28,6 +28,10 @@ redone unless ``--force``.
 ``--checkpoint FILE`` skips step 1 and translates FILE as it is (e.g. the fused ``avg_fused.pt``
 that ``un-fuse`` wrote), with the same generation flags and checks; its outputs are named after
 the file: ``RUN/generate-SUBSET-avg_fused.txt`` and ``RUN/eval-avg_fused.json`` (for the test set).
+
+The run folder's lock is held throughout (:mod:`.lock`: a folder another driver works in is
+refused, exit status 2); SIGTERM, SIGHUP or SIGINT stop the fairseq process in progress and exit
+with 128 + the signal, no eval file written (:mod:`.signals`).
 """
 
 import argparse

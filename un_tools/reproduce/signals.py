@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator, List
@@ -66,11 +67,13 @@ def _handler(signum, _frame):
 
 @contextmanager
 def stop_signals() -> Iterator[None]:
-    """Turn SIGTERM, SIGHUP and SIGINT into :class:`Interrupted` for the duration (main
-    thread only); signals inherited as ignored are left ignored."""
+    """Turn SIGTERM, SIGHUP and SIGINT into :class:`Interrupted` for the duration; signals
+    inherited as ignored are left ignored. Outside the main thread (where Python cannot set
+    handlers) it changes nothing."""
     saved = {}
     _received.clear()
-    for sig in STOP_SIGNALS:
+    main_thread = threading.current_thread() is threading.main_thread()
+    for sig in STOP_SIGNALS if main_thread else ():
         current = signal.getsignal(sig)
         if current is not signal.SIG_IGN:
             saved[sig] = current

@@ -3,6 +3,10 @@ run at a time), resuming finished runs, then write the table (and, for Table 1, 
 
 Runs live in ``RUNS/VARIANT/seedS`` (default ``RUNS = work/runs/PROFILE-DATASET``), shared by
 the three tables: Table 9's full UN and Table 10's alpha = 0.9 are Table 1's UN run.
+
+Each run folder is held (:mod:`.lock`) from its training to its record; one that another driver
+holds is skipped, so several sweeps can share ``RUNS``. A stop signal stops the run in progress
+(marked interrupted) and the sweep, exit status 128 + the signal (:mod:`.signals`).
 """
 
 import argparse
