@@ -166,7 +166,9 @@ def _train_locked(profile: Profile, dataset: Dataset, norm: str, seed: int, data
                 os.replace(out / name, out / f"{name}.previous")
         say(f"{out}: --force: starting over (previous log kept as train.log.previous)")
         state = {}
-    prior_wall = float(state.get("wall_s", 0.0)) if state.get("status") in RESUMABLE else 0.0
+    resumable = state.get("status") in RESUMABLE
+    prior_wall = float(state.get("wall_s", 0.0)) if resumable else 0.0
+    updates = state.get("num_updates") if resumable else None  # the last one logged before
     monitor = DivergenceMonitor(profile.explode_ratio)
     log_path = out / "train.log"
     if last.exists():
@@ -175,7 +177,7 @@ def _train_locked(profile: Profile, dataset: Dataset, norm: str, seed: int, data
             monitor.resume(log_path.read_text(errors="replace"))
     state = dict(status="running", profile=profile.name, dataset=dataset.name, norm=norm, seed=seed,
                  data=str(data), command=shlex.join(cmd), commit=project_commit(),
-                 wall_s=prior_wall, reason=None,
+                 wall_s=prior_wall, num_updates=updates, reason=None,
                  max_update=flag_value(cmd, "--max-update"))
     write_json(state_path, state)
 
@@ -184,19 +186,19 @@ def _train_locked(profile: Profile, dataset: Dataset, norm: str, seed: int, data
     def wall_s() -> float:  # this run's training time so far, earlier invocations included
         return round(prior_wall + time.time() - started, 1)
 
-    updates = None
     last_loss = None
     tail: List[str] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
     # fairseq writes train.log itself (no pipe through this driver: a line it logged is on disk
     # even if the driver is killed before reading it); the driver follows the file
-    with open(log_path, "ab") as log:
-        log.write(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
-        log.flush()
-        offset = log.tell()
-        proc = signals.start(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             cwd=REPO, env=env)
+    proc = None
     try:
+        with open(log_path, "ab") as log:
+            log.write(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
+            log.flush()
+            offset = log.tell()
+            proc = signals.start(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 cwd=REPO, env=env)
         for line in follow(log_path, offset, lambda: proc.poll() is None):
             tail = (tail + [line])[-200:]
             rec = parse_line(line)
@@ -217,12 +219,14 @@ def _train_locked(profile: Profile, dataset: Dataset, norm: str, seed: int, data
                 say(msg)
         proc.wait()
     except BaseException as err:  # a stop signal (signals.Interrupted), Ctrl-C, or a bug here
-        signals.stop(proc)
+        if proc is not None:
+            signals.stop(proc)
         how = signals.signal_name(err)
+        where = f"at update {updates}" if updates is not None else "before its first logged update"
         state.update(status="interrupted", wall_s=wall_s(), num_updates=updates, last_train_loss=last_loss,
-                     reason=f"stopped by {how} at update {updates}; run again to resume")
+                     reason=f"stopped by {how} {where}; run again to resume")
         write_json(state_path, state)
-        say(f"{out}: interrupted ({how}) at update {updates}, {state['wall_s']:.0f} s of training "
+        say(f"{out}: interrupted ({how}) {where}, {state['wall_s']:.0f} s of training "
             f"so far; fairseq-train stopped; run again to resume")
         raise
     text = "".join(tail)
