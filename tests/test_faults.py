@@ -140,36 +140,56 @@ for update in range(1, 100000):
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_each_stop_signal_kills_a_child_that_ignores_sigterm_and_its_group(tmp_path, sig):
+@pytest.mark.parametrize("driver_name, sig", [("train", signal.SIGTERM), ("train", signal.SIGHUP),
+                                              ("train", signal.SIGINT), ("table1", signal.SIGTERM),
+                                              ("evaluate", signal.SIGTERM)])
+def test_each_driver_and_stop_signal_kills_a_child_that_ignores_sigterm_and_its_group(tmp_path, driver_name,
+                                                                                      sig):
     """The driver asks with SIGTERM, then kills the child's whole process group after the
-    grace period (1 s here): the stand-in ignores SIGTERM and has started a grandchild."""
+    grace period (1 s here): the stand-in of fairseq-train / fairseq-generate ignores SIGTERM and
+    has started a grandchild."""
     data, out = tmp_path / "bin", tmp_path / "run"
     data.mkdir()
     (data / "dict.src.txt").write_text("a 1\n")
     (data / "train.src-tgt.src.bin").write_text("")
     fake = tmp_path / "stand_in.py"
     fake.write_text(STAND_IN)
+    if driver_name == "train":
+        call = f"train.main({train_args(data, out)!r})"
+    elif driver_name == "table1":
+        out = tmp_path / "runs" / "un" / "seed1"
+        call = "sweep.main('table1', {!r})".format(
+            ["--scale", "smoke", "--dataset", "toy", "--data", str(data), "--runs", str(tmp_path / "runs"),
+             "--norms", "un", "--output", str(tmp_path / "t1.md"), "--figure", "none"])
+    else:
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "checkpoints" / "checkpoint_last.pt").write_text("stand-in")
+        call = "evaluate.main({!r})".format(["--run", str(out), "--profile", "smoke", "--dataset", "toy",
+                                             "--data", str(data)])
     driver_code = textwrap.dedent(f"""
         import sys
-        from un_tools.reproduce import signals, train
+        from un_tools.reproduce import evaluate, signals, sweep, train
         signals.GRACE_S = 1.0
-        train.fairseq_command = lambda name: [sys.executable, {str(fake)!r}]
-        sys.exit(train.main({train_args(data, out)!r}))
+        train.fairseq_command = evaluate.fairseq_command = lambda name: [sys.executable, {str(fake)!r}]
+        sys.exit({call})
     """)
     driver = start([sys.executable, "-c", driver_code], tmp_path / "driver.txt")
     try:
-        wait_for(lambda: (state(out).get("num_updates") or 0) >= 3, what="the stand-in's third line")
-        assert len(processes_naming(str(data))) >= 3  # the driver, the stand-in and its grandchild
+        wait_for(lambda: len(processes_naming(str(data))) >= 3, what="the stand-in's grandchild")
+        time.sleep(0.3)  # a few lines of the stand-in
         os.kill(driver.pid, sig)
-        assert finish(driver, timeout=60) == 128 + sig
+        assert finish(driver, timeout=60) == 128 + sig, (tmp_path / "driver.txt").read_text()
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    no_process_left(str(data))
-    stopped = state(out)
-    assert stopped["status"] == "interrupted"
-    assert stopped["reason"].startswith(f"stopped by {signal.Signals(sig).name} at update ")
+    no_process_left(str(data))  # the driver, the stand-in and its grandchild
+    if driver_name == "evaluate":
+        assert not list(out.glob("eval*.json"))
+        assert "stopped by SIGTERM" in (tmp_path / "driver.txt").read_text()
+    else:
+        stopped = state(out)
+        assert stopped["status"] == "interrupted"
+        assert stopped["reason"].startswith(f"stopped by {signal.Signals(sig).name} ")
 
 
 def test_a_resumed_run_keeps_its_loss_history_for_the_divergence_check(tmp_path, monkeypatch):
