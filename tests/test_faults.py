@@ -23,6 +23,9 @@ import pytest
 from fairseq_fixtures import REPO
 from un_tools.reproduce import config, lock, logs, train
 
+# /proc (to find the processes left) and the kernel's PR_SET_PDEATHSIG are Linux's
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only: /proc, prctl")
+
 ENV = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
 # toy runs of a few seconds that save mid-epoch (every 3 updates, 1 such checkpoint kept): the
 # mechanism docs/reproduce.md describes for bounding lost work
