@@ -113,7 +113,7 @@ def snapshot(folder: Path) -> dict:
 # ---------------------------------------------------------------- stop signals
 
 
-def test_sigterm_ends_fairseq_and_the_run_is_interrupted_then_resumable(toy_data, tmp_path):
+def test_sigterm_ends_fairseq_marks_the_run_interrupted_and_frees_the_folder(toy_data, tmp_path):
     out = tmp_path / "run"
     driver = start_train(toy_data, out, "--max-tokens", "600", "--max-update", "100000")
     try:
