@@ -28,6 +28,10 @@ redone unless ``--force``.
 ``--checkpoint FILE`` skips step 1 and translates FILE as it is (e.g. the fused ``avg_fused.pt``
 that ``un-fuse`` wrote), with the same generation flags and checks; its outputs are named after
 the file: ``RUN/generate-SUBSET-avg_fused.txt`` and ``RUN/eval-avg_fused.json`` (for the test set).
+
+The run folder's lock is held throughout (:mod:`.lock`: a folder another driver works in is
+refused, exit status 2); SIGTERM, SIGHUP or SIGINT stop the fairseq process in progress and exit
+with 128 + the signal, no eval file written (:mod:`.signals`).
 """
 
 import argparse
@@ -42,7 +46,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from . import signals
 from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
+from .lock import FolderLocked, run_lock
 from .run_files import eval_file
 from .device import device_flags
 from .train import check_data, fairseq_command, read_json, resolve_data, write_json
@@ -108,7 +114,16 @@ def sacrebleu_score(hyps: List[str], refs: List[str], lang: str, lowercase: bool
 
 
 def run_cmd(cmd: List[str], log: Path) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    """Run ``cmd`` (in its own process group, stopped with it if this driver is interrupted:
+    :mod:`.signals`), keep its output in ``log``, return its stdout."""
+    proc = signals.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         text=True, cwd=REPO)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        signals.stop(proc)
+        raise
+    proc.stdout, proc.stderr = stdout, stderr
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
@@ -170,6 +185,14 @@ def evaluate_run(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], 
     if not run.is_dir():
         raise FileNotFoundError(f"run folder not found: {run}")
     run, data = run.resolve(), Path(data).resolve()  # fairseq runs from the repository root
+    with run_lock(run):  # one driver per run folder (lock.py)
+        return _evaluate_locked(run, data, dataset, gen_flags, num_checkpoints, subset, sacrebleu_ref,
+                                force, say, checkpoint)
+
+
+def _evaluate_locked(run: Path, data: Path, dataset: Dataset, gen_flags: List[str], num_checkpoints: int,
+                     subset: str, sacrebleu_ref: Optional[str], force: bool, say,
+                     checkpoint: Optional[Path]) -> dict:
     check_data(data, dataset)
     if checkpoint is not None:
         checkpoint = Path(checkpoint).resolve()
@@ -272,12 +295,17 @@ def main(argv=None) -> int:
         dataset = load_dataset(args.dataset or info.get("dataset") or profile.dataset
                                or p.error("--dataset is required"))
         data = resolve_data(args.data or info.get("data"), dataset)
-        evaluate_run(run, data, dataset, profile.gen_flags,
-                     args.num_checkpoints or profile.avg_checkpoints, args.subset,
-                     args.sacrebleu_ref, args.force, checkpoint=args.checkpoint)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+        with signals.stop_signals():
+            evaluate_run(run, data, dataset, profile.gen_flags,
+                         args.num_checkpoints or profile.avg_checkpoints, args.subset,
+                         args.sacrebleu_ref, args.force, checkpoint=args.checkpoint)
+    except (ConfigError, FileNotFoundError, ValueError, FolderLocked) as err:
         print(f"evaluate.sh: error: {err}", file=sys.stderr)
         return 2
+    except signals.Interrupted as stop:
+        print(f"evaluate.sh: {stop}: the evaluation of {run} was not finished (no eval file written); "
+              f"run again to redo it", file=sys.stderr)
+        return stop.exit_status
     except RuntimeError as err:
         print(f"evaluate.sh: error: {err}", file=sys.stderr)
         return 1

@@ -15,8 +15,10 @@ A run *diverged* (is marked FAIL) when
 import json
 import math
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 _LINE = re.compile(r"\|\s*(?:INFO|WARNING)\s*\|\s*(train_inner|train|valid(?:_\w+)?)\s*\|\s*(.*)$")
 _KV_EQ = re.compile(r"([A-Za-z_][\w]*)=([^,\s]+)")
@@ -121,6 +123,14 @@ class DivergenceMonitor:
         return self.reason
 
 
+    def resume(self, text: str) -> None:
+        """Continue from an earlier log ``text`` of the same run: its training curve (each
+        update once, the later value of a resumed one) is the history the next losses are
+        compared with, as if the run had not been interrupted."""
+        for upd, loss in curves(text)["train_loss"]:
+            self.add(Record("train_inner", {"loss": repr(loss), "num_updates": str(upd)}))
+
+
 def divergence(text: str, explode_ratio: float = 2.0) -> Optional[str]:
     """Why the run whose fairseq output is ``text`` diverged, or None if it did not."""
     monitor = DivergenceMonitor(explode_ratio)
@@ -155,3 +165,25 @@ def final_updates(text: str) -> Optional[int]:
     final ``valid`` records include the updates after the last ``train_inner`` record)."""
     counts = [r.updates for r in parse_log(text.splitlines()) if r.updates is not None]
     return max(counts) if counts else None
+
+
+def follow(path: Path, start: int, running: Callable[[], bool], poll_s: float = 0.1) -> Iterator[str]:
+    """The lines written to ``path`` from byte ``start`` on, as they are written (``tail -f``),
+    until ``running()`` is false and everything written before has been read. A last line
+    without its newline comes at the end."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        partial = b""
+        while True:
+            alive = running()  # asked before reading: nothing written before the end is missed
+            chunk = f.read()
+            if chunk:
+                *lines, partial = (partial + chunk).split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace") + "\n"
+            elif not alive:
+                if partial:
+                    yield partial.decode(errors="replace")
+                return
+            else:
+                time.sleep(poll_s)

@@ -8,3 +8,6 @@ def eval_file(subset: str = "test", model: str = "") -> str:
     never replace that one."""
     parts = ([] if subset == "test" else [subset]) + ([model] if model else [])
     return "-".join(["eval", *parts]) + ".json"
+
+
+LOCK_FILE = "driver.lock"  # the pid of the driver working in the folder; see lock.py

@@ -3,6 +3,10 @@ run at a time), resuming finished runs, then write the table (and, for Table 1, 
 
 Runs live in ``RUNS/VARIANT/seedS`` (default ``RUNS = work/runs/PROFILE-DATASET``), shared by
 the three tables: Table 9's full UN and Table 10's alpha = 0.9 are Table 1's UN run.
+
+Each run folder is held (:mod:`.lock`) from its training to its record; one that another driver
+holds is skipped, so several sweeps can share ``RUNS``. A stop signal stops the run in progress
+(marked interrupted) and the sweep, exit status 128 + the signal (:mod:`.signals`).
 """
 
 import argparse
@@ -13,13 +17,16 @@ import time
 from pathlib import Path
 from typing import List
 
+from ..atomic import atomic_path
+from . import signals
 from .config import REPO, ConfigError, available, load_dataset, load_profile
 from .evaluate import evaluate_run
+from .lock import FolderLocked, holder, run_lock
 from .records import load_record, make_record, record_path, write_record
 from .run_files import eval_file
 from .tables import (ABLATIONS, TABLES, TABLE1_EXTRA, TABLE1_ORDER, collect, in_table_order, markdown_table, parse_list, runs_json,
                      table1_variants, table9_variants, table10_variants)
-from .train import resolve_data, run_training
+from .train import read_json, resolve_data, run_training
 
 FULL_PROFILES = {"iwslt14": "iwslt14", "wmt14": "wmt14_en_fr"}
 PAPER = {
@@ -116,42 +123,19 @@ def main(command: str, argv=None) -> int:
     if extra:
         print(f"extra fairseq-train flags: {shlex.join(extra)}")
     errors: List[str] = []
-    i = 0
-    for v in variants:
-        for seed in seeds:
-            i += 1
-            folder = runs / v.key / f"seed{seed}"
-            head = f"[{i}/{total}] {v.label} ({v.key}) seed {seed}"
-            state = json.loads((folder / "train.json").read_text()) if (folder / "train.json").exists() else {}
-            record = load_record(records, v.key, seed)
-            if record is not None:
-                score = f"BLEU {record['bleu']}" if record["status"] == "done" else record["reason"]
-                print(f"{head}: recorded ({record['status']}, {score}) in "
-                      f"{record_path(records, v.key, seed)}, not run again")
-                continue
-            if args.dry_run:
-                evaluated = (folder / eval_file()).exists()
-                print(f"{head}: {state.get('status', 'not started')}{', evaluated' if evaluated else ''}"
-                      f" -> {folder}")
-                continue
-            print(f"{head} -> {folder}", flush=True)
-            force = args.retry_failed and state.get("status") == "FAIL"
-            try:
-                state = run_training(profile, dataset, v.norm, seed, data, folder, [*v.flags, *extra],
-                                     force=force)
-                if state["status"] == "done":
-                    evaluate_run(folder, data, dataset, profile.gen_flags, profile.avg_checkpoints)
-                elif state["status"] == "error":
-                    errors.append(f"{v.key} seed {seed}: {state['reason']}")
-                record = make_record(folder, v.key, v.label, v.flags, seed) if records else None
-                if record is not None:
-                    print(f"  recorded in {write_record(records, record)}", flush=True)
-            except (RuntimeError, ValueError, FileNotFoundError, ConfigError) as err:
-                errors.append(f"{v.key} seed {seed}: {err}")
-                print(f"  error: {err}", flush=True)
-            # the table is rewritten after every run, so partial progress is always visible
-            write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name, quiet=True,
-                          records=records)
+    busy: List[str] = []
+    try:
+        with signals.stop_signals():
+            for i, (v, seed) in enumerate(((v, s) for v in variants for s in seeds), 1):
+                if run_one(i, total, v, seed, runs, records, profile, dataset, data, extra, args,
+                           errors, busy):
+                    # the table is rewritten after every run, so partial progress is always visible
+                    write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name,
+                                  quiet=True, records=records)
+    except signals.Interrupted as stop:
+        print(f"reproduce-{command}.sh: {stop}; the run in progress was stopped and marked "
+              f"interrupted: run the same command again to resume", flush=True)
+        return stop.exit_status
     if args.dry_run:
         return 0
     text = write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name,
@@ -168,12 +152,62 @@ def main(command: str, argv=None) -> int:
     print()
     print(text)
     print(f"total wall time of this invocation: {time.time() - started:.0f} s")
+    if busy:
+        print(f"{len(busy)} run(s) skipped, another driver was working on them (run again once it "
+              f"is done to complete the table):")
+        for b in busy:
+            print(f"  {b}")
     if errors:
         print(f"{len(errors)} run(s) stopped with an error (not marked, will be retried on the next call):")
         for e in errors:
             print(f"  {e}")
         return 1
     return 0
+
+
+def run_one(i, total, v, seed, runs: Path, records, profile, dataset, data, extra, args,
+            errors: List[str], busy: List[str]) -> bool:
+    """Train, evaluate and record one row x seed (or say why not), holding its folder's lock
+    throughout: a run folder another driver holds is skipped (added to ``busy``). False when
+    nothing was tried (recorded already, or ``--dry-run``)."""
+    folder = runs / v.key / f"seed{seed}"
+    head = f"[{i}/{total}] {v.label} ({v.key}) seed {seed}"
+    state = json.loads((folder / "train.json").read_text()) if (folder / "train.json").exists() else {}
+    record = load_record(records, v.key, seed)
+    if record is not None:
+        score = f"BLEU {record['bleu']}" if record["status"] == "done" else record["reason"]
+        print(f"{head}: recorded ({record['status']}, {score}) in "
+              f"{record_path(records, v.key, seed)}, not run again")
+        return False
+    if args.dry_run:
+        evaluated = (folder / eval_file()).exists()
+        pid = holder(folder)
+        working = f", in progress (driver pid {pid})" if pid else ""
+        print(f"{head}: {state.get('status', 'not started')}{', evaluated' if evaluated else ''}"
+              f"{working} -> {folder}")
+        return False
+    print(f"{head} -> {folder}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(folder):
+            state = read_json(folder / "train.json") or {}  # as it is now that no one else works on it
+            force = args.retry_failed and state.get("status") == "FAIL"
+            state = run_training(profile, dataset, v.norm, seed, data, folder, [*v.flags, *extra],
+                                 force=force)
+            if state["status"] == "done":
+                evaluate_run(folder, data, dataset, profile.gen_flags, profile.avg_checkpoints)
+            elif state["status"] == "error":
+                errors.append(f"{v.key} seed {seed}: {state['reason']}")
+            record = make_record(folder, v.key, v.label, v.flags, seed) if records else None
+            if record is not None:
+                print(f"  recorded in {write_record(records, record)}", flush=True)
+    except FolderLocked as err:
+        busy.append(f"{v.key} seed {seed}: {err}")
+        print(f"  skipped: {err}", flush=True)
+    except (RuntimeError, ValueError, FileNotFoundError, ConfigError) as err:
+        errors.append(f"{v.key} seed {seed}: {err}")
+        print(f"  error: {err}", flush=True)
+    return True
 
 
 def write_outputs(command, variants, runs: Path, seeds, output: Path, profile: str, dataset: str,
@@ -185,10 +219,12 @@ def write_outputs(command, variants, runs: Path, seeds, output: Path, profile: s
     title = (f"**{PAPER[command]}** — reproduction, profile `{profile}`, dataset `{dataset}`, "
              f"seeds {', '.join(map(str, seeds))}")
     text = markdown_table(variants, results, reference, title, ref_label)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    # atomic: several sweeps may share RUNS (each run folder has one driver: lock.py)
+    with atomic_path(output) as tmp:
+        tmp.write_text(text)
     runs_file = output.with_name(output.stem + "-runs.json")
-    runs_file.write_text(runs_json(results))
+    with atomic_path(runs_file) as tmp:
+        tmp.write_text(runs_json(results))
     if not quiet:
         print(f"wrote {output} and {runs_file}")
     return text

@@ -4,15 +4,19 @@
         [--dataset multi30k] [--force] [--print-command] [-- EXTRA FAIRSEQ FLAGS]
 
 Writes into ``--out``: ``checkpoints/`` (fairseq's ``--save-dir``), ``train.log`` (fairseq's
-output, appended across resumes), ``command.txt`` and ``train.json`` (status ``running``,
-``done``, ``FAIL`` or ``error``, the reason, updates, wall time; while it runs, the
-updates and wall time so far, rewritten at every log line that has them).
+output, appended across resumes), ``command.txt``, ``driver.lock`` and ``train.json`` (status
+``running``, ``interrupted``, ``done``, ``FAIL`` or ``error``, the reason, updates, wall time;
+while it runs, the updates and wall time so far, rewritten at every log line that has them).
 
 - A finished run (``done`` or ``FAIL`` in ``train.json``) is not trained again unless ``--force``.
-- An interrupted run resumes from ``checkpoints/checkpoint_last.pt`` (fairseq's own restore).
+- An interrupted run resumes from ``checkpoints/checkpoint_last.pt`` (fairseq's own restore);
+  its wall time and divergence check go on from where they were.
 - FAIL = the loss diverged (see :mod:`.logs`); the run is stopped as soon as that is seen.
 - ``error`` = fairseq failed for another reason (bad flag, missing file): exit status 1 and
   nothing is marked, so fixing the cause and re-running trains it.
+- SIGTERM, SIGHUP or SIGINT stop fairseq-train (its whole process group; SIGKILL after a grace
+  period), mark the run ``interrupted`` and exit with 128 + the signal (:mod:`.signals`).
+- One driver per run folder: a second one exits with status 2 and writes nothing (:mod:`.lock`).
 """
 
 import argparse
@@ -31,11 +35,14 @@ from typing import List, Optional
 from ..atomic import atomic_path
 from ..norm_names import NORM_TYPES
 from .config import REPO, ConfigError, Profile, Dataset, available, load_dataset, load_profile, flag_value
+from . import signals
 from .device import device_flags
-from .logs import DivergenceMonitor, fatal_error, parse_line
+from .lock import FolderLocked, run_lock
+from .logs import DivergenceMonitor, fatal_error, follow, parse_line
 from .run_files import eval_file
 
 FINAL = ("done", "FAIL")
+RESUMABLE = ("running", "interrupted", "error")  # statuses whose wall time a resume adds to
 
 
 FAIRSEQ_MODULES = {
@@ -122,12 +129,20 @@ def _progress(line: str, started: float) -> Optional[str]:
 
 def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data: Path, out: Path,
                  extra: List[str] = (), force: bool = False, quiet: bool = False) -> dict:
-    """Train (or resume, or skip) one run; returns its ``train.json`` content."""
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    """Train (or resume, or skip) one run; returns its ``train.json`` content. Holds the run
+    folder's lock (:class:`.lock.FolderLocked` if another driver has it, nothing written)."""
     if norm not in NORM_TYPES:
         raise ValueError(f"--norm {norm!r} is not one of {', '.join(NORM_TYPES)}")
-    data, out = Path(data).resolve(), Path(out).resolve()  # fairseq runs from the repository root
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _train_locked(profile, dataset, norm, seed, data, out, extra, force, quiet)
+
+
+def _train_locked(profile: Profile, dataset: Dataset, norm: str, seed: int, data: Path, out: Path,
+                  extra: List[str], force: bool, quiet: bool) -> dict:
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    data = Path(data).resolve()  # fairseq runs from the repository root
     state_path = out / "train.json"
     state = read_json(state_path) or {}
     if state.get("status") in FINAL and not force:
@@ -145,57 +160,69 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
                 os.replace(out / name, out / f"{name}.previous")
         say(f"{out}: --force: starting over (previous log kept as train.log.previous)")
         state = {}
-    prior_wall = float(state.get("wall_s", 0.0)) if state.get("status") in ("running", "error") else 0.0
+    resumable = state.get("status") in RESUMABLE
+    prior_wall = float(state.get("wall_s", 0.0)) if resumable else 0.0
+    updates = state.get("num_updates") if resumable else None  # the last one logged before
+    monitor = DivergenceMonitor(profile.explode_ratio)
+    log_path = out / "train.log"
     if last.exists():
         say(f"{out}: resuming from {last}")
+        if log_path.exists():  # the loss history goes on where it was (see logs.DivergenceMonitor.resume)
+            monitor.resume(log_path.read_text(errors="replace"))
     state = dict(status="running", profile=profile.name, dataset=dataset.name, norm=norm, seed=seed,
                  data=str(data), command=shlex.join(cmd), commit=project_commit(),
-                 wall_s=prior_wall, reason=None,
+                 wall_s=prior_wall, num_updates=updates, reason=None,
                  max_update=flag_value(cmd, "--max-update"))
     write_json(state_path, state)
 
-    monitor = DivergenceMonitor(profile.explode_ratio)
     started = time.time()
 
     def wall_s() -> float:  # this run's training time so far, earlier invocations included
         return round(prior_wall + time.time() - started, 1)
 
-    updates = None
     last_loss = None
     tail: List[str] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
-    with open(out / "train.log", "a") as log:
-        log.write(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                cwd=REPO, env=env, bufsize=1)
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                tail = (tail + [line])[-200:]
-                rec = parse_line(line)
-                if rec is not None and rec.updates is not None:
-                    updates = max(updates or 0, rec.updates)
-                    # kept current, so that a run killed outright (SIGKILL, a machine taken
-                    # away) still has its wall time when it is resumed
-                    state.update(wall_s=wall_s(), num_updates=updates)
-                    write_json(state_path, state)
-                if rec is not None and rec.kind == "train_inner":
-                    last_loss = rec.loss
-                    if monitor.add(rec):
-                        say(f"  diverged: {monitor.reason}; stopping fairseq-train")
-                        proc.terminate()
-                        break
-                msg = _progress(line, started)
-                if msg:
-                    say(msg)
-            proc.wait()
-        except BaseException:
-            proc.terminate()
-            proc.wait()
-            state.update(wall_s=wall_s(), reason="interrupted")
-            write_json(state_path, state)
-            raise
+    # fairseq writes train.log itself (no pipe through this driver: a line it logged is on disk
+    # even if the driver is killed before reading it); the driver follows the file
+    proc = None
+    try:
+        with open(log_path, "ab") as log:
+            log.write(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
+            log.flush()
+            offset = log.tell()
+            proc = signals.start(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 cwd=REPO, env=env)
+        for line in follow(log_path, offset, lambda: proc.poll() is None):
+            tail = (tail + [line])[-200:]
+            rec = parse_line(line)
+            if rec is not None and rec.updates is not None:
+                updates = max(updates or 0, rec.updates)
+                # kept current, so that a run killed outright (SIGKILL, a machine taken
+                # away) still has its wall time when it is resumed
+                state.update(wall_s=wall_s(), num_updates=updates)
+                write_json(state_path, state)
+            if rec is not None and rec.kind == "train_inner":
+                last_loss = rec.loss
+                if monitor.add(rec):
+                    say(f"  diverged: {monitor.reason}; stopping fairseq-train")
+                    signals.stop(proc)
+                    break
+            msg = _progress(line, started)
+            if msg:
+                say(msg)
+        proc.wait()
+    except BaseException as err:  # a stop signal (signals.Interrupted), Ctrl-C, or a bug here
+        if proc is not None:
+            signals.stop(proc)
+        how = signals.signal_name(err)
+        where = f"at update {updates}" if updates is not None else "before its first logged update"
+        state.update(status="interrupted", wall_s=wall_s(), num_updates=updates, last_train_loss=last_loss,
+                     reason=f"stopped by {how} {where}; run again to resume")
+        write_json(state_path, state)
+        say(f"{out}: interrupted ({how}) {where}, {state['wall_s']:.0f} s of training "
+            f"so far; fairseq-train stopped; run again to resume")
+        raise
     text = "".join(tail)
     reason = monitor.reason or fatal_error(text)
     state.update(wall_s=wall_s(), num_updates=updates,
@@ -204,7 +231,7 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
         state.update(status="FAIL", reason=reason)
     elif proc.returncode != 0:
         state.update(status="error",
-                     reason=f"fairseq-train exited with status {proc.returncode}; see {out / 'train.log'}")
+                     reason=f"fairseq-train exited with status {proc.returncode}; see {log_path}")
         say("".join(tail[-25:]))
     else:
         state.update(status="done", reason=None)
@@ -251,10 +278,13 @@ def main(argv=None) -> int:
         if args.print_command:
             print(shlex.join(build_command(profile, dataset, args.norm, args.seed, data, out, extra)))
             return 0
-        state = run_training(profile, dataset, args.norm, args.seed, data, out, extra, args.force)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+        with signals.stop_signals():
+            state = run_training(profile, dataset, args.norm, args.seed, data, out, extra, args.force)
+    except (ConfigError, FileNotFoundError, ValueError, FolderLocked) as err:
         print(f"train.sh: error: {err}", file=sys.stderr)
         return 2
+    except signals.Interrupted as stop:
+        return stop.exit_status
     return 1 if state["status"] == "error" else 0
 
 
