@@ -243,26 +243,23 @@ def stage_inference(run: Runner, work: Path, data: Path, device: str, size: dict
             variants[label] = {"status": "skipped", "reason": "no checkpoint (see train / un-fuse)"}
             errors.append(f"{label}: no checkpoint")
             continue
-        variants[label] = {}
-        for B in BATCH_SIZES:
-            out = work / f"gen-{label.replace(' ', '_')}-{B}.json"
-            args = ["-m", "un_tools.benchmarks.gpu_fairseq", "generate", out, "--", data,
-                    "--user-dir", user_dir, "--path", ckpt[label], "--gen-subset", "test",
-                    "--beam", BEAM, "--batch-size", B, "--required-batch-size-multiple", "1",
-                    "--min-len", L, "--max-len-a", "0", "--max-len-b", L, "--num-workers", "0",
-                    "--results-path", work / f"gen-{label.replace(' ', '_')}-{B}", "--fp16"]
-            if B == 1:
-                args += ["--num-shards", size["batch1_shards"], "--shard-id", "0"]
-            if device == "cpu":
-                args += ["--cpu"]
-            try:
-                rec = run.json(f"generate {label} batch {B}", args, out, timeout=size["timeout"])
-                log(f"  generate {label:9s} batch {B:2d}: {rec['sentences_per_s']:8.1f} sentences/s, "
+        slug = label.replace(" ", "_")
+        out = work / f"gen-{slug}.json"
+        args = ["-m", "un_tools.benchmarks.gpu_fairseq", "generate", out,
+                "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--batch1-shards", size["batch1_shards"],
+                "--", data, "--user-dir", user_dir, "--path", ckpt[label], "--gen-subset", "test",
+                "--beam", BEAM, "--required-batch-size-multiple", "1", "--min-len", L, "--max-len-a", "0",
+                "--max-len-b", L, "--num-workers", "0", "--results-path", work / f"gen-{slug}", "--fp16"]
+        if device == "cpu":
+            args += ["--cpu"]
+        try:
+            variants[label] = run.json(f"generate {label}", args, out, timeout=size["timeout"])
+            for B, rec in variants[label].items():
+                log(f"  generate {label:9s} batch {B:>2s}: {rec['sentences_per_s']:8.1f} sentences/s, "
                     f"peak {rec['peak_mib']:.0f} MiB")
-            except StageError as err:
-                rec = {"status": "failed", "error": str(err), "log_tail": err.tail}
-                errors.append(str(err))
-            variants[label][str(B)] = rec
+        except StageError as err:
+            variants[label] = {"status": "failed", "error": str(err), "log_tail": err.tail}
+            errors.append(str(err))
     provider, why_not = _onnx_provider(env, device)
     label = f"UN folded, ONNX Runtime ({provider or 'none'})"
     if provider is None or "UN" not in ckpt:
@@ -273,15 +270,14 @@ def stage_inference(run: Runner, work: Path, data: Path, device: str, size: dict
         try:
             folder = work / "onnx"
             run("un-export", ["-m", "un_fairseq.export", ckpt["UN"], folder, "--data", data], timeout=300)
-            for B in BATCH_SIZES:
-                out = work / f"onnx-{B}.json"
-                n = max(B, size["test"] // size["batch1_shards"]) if B == 1 else size["test"]
-                rec = run.json(f"ONNX Runtime batch {B}", ["-m", "un_tools.benchmarks.gpu_fairseq", "onnx", out,
-                                                           "--folder", folder, "--provider", provider,
-                                                           "--batch-size", B, "--beam", BEAM, "--length", L,
-                                                           "--sentences", n], out, timeout=size["timeout"])
-                onnx[str(B)] = rec
-                log(f"  {label} batch {B:2d}: {rec['sentences_per_s']:8.1f} sentences/s")
+            out = work / "onnx.json"
+            onnx.update(run.json("ONNX Runtime", [
+                "-m", "un_tools.benchmarks.gpu_fairseq", "onnx", out, "--folder", folder, "--provider", provider,
+                "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--beam", BEAM, "--length", L,
+                "--sentences", size["test"], "--batch1-sentences", max(1, size["test"] // size["batch1_shards"])],
+                out, timeout=size["timeout"]))
+            for B in map(str, BATCH_SIZES):
+                log(f"  {label} batch {B:>2s}: {onnx[B]['sentences_per_s']:8.1f} sentences/s")
         except StageError as err:
             onnx.update(status="failed", error=str(err), log_tail=err.tail)
             errors.append(str(err))

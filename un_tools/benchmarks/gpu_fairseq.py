@@ -4,7 +4,7 @@ search timed on one provider, and the versions of what runs. Each writes one JSO
 
     python -m un_tools.benchmarks.gpu_fairseq env OUT.json
     python -m un_tools.benchmarks.gpu_fairseq train OUT.json --warmup 20 -- DATA --arch ...
-    python -m un_tools.benchmarks.gpu_fairseq generate OUT.json -- DATA --path CKPT ...
+    python -m un_tools.benchmarks.gpu_fairseq generate OUT.json --batch-sizes 1,64 -- DATA --path CKPT ...
     python -m un_tools.benchmarks.gpu_fairseq nonorm UN.pt OUT.pt --data DATA
     python -m un_tools.benchmarks.gpu_fairseq onnx OUT.json --folder EXPORTED --provider P ...
 
@@ -112,9 +112,10 @@ def train(out, argv, warmup: int) -> None:
     })
 
 
-def generate(out, argv) -> None:
-    """fairseq-generate ``argv``: its own sentences/s and tokens/s (generation time only), and
-    the peak memory of the whole run."""
+def generate(out, argv, batch_sizes, batch1_shards) -> None:
+    """fairseq-generate ``argv`` once per batch size (in this process, one after the other;
+    batch 1 on the first of ``batch1_shards`` shards of the subset): its own sentences/s and
+    tokens/s (generation time only), and the peak memory of each run."""
     from fairseq_cli import generate as fs_generate
 
     from un_fairseq.benchmarks.common import peak_memory
@@ -126,16 +127,24 @@ def generate(out, argv) -> None:
             lines.append(record.getMessage())
 
     logging.getLogger("fairseq_cli.generate").addHandler(Keep())
-    sys.argv = ["fairseq-generate", *argv]
-    with peak_memory(_device_of(argv)) as mem:
-        fs_generate.cli_main()
-    found = [m for m in map(TRANSLATED.search, lines) if m]
-    if not found:
-        raise RuntimeError("fairseq-generate printed no 'Translated N sentences' line")
-    m = found[-1]
-    _write(out, {"sentences": int(m.group(1).replace(",", "")), "tokens": int(m.group(2).replace(",", "")),
-                 "sentences_per_s": float(m.group(3)), "tokens_per_s": float(m.group(4)),
-                 "peak_mib": mem["peak_mib"]})
+    results = {}
+    for B in batch_sizes:
+        extra = ["--batch-size", str(B)]
+        if B == 1 and batch1_shards > 1:
+            # fairseq-generate shards its subset by the distributed world size and rank
+            extra += ["--distributed-world-size", str(batch1_shards), "--distributed-rank", "0"]
+        sys.argv = ["fairseq-generate", *argv, *extra]
+        del lines[:]
+        with peak_memory(_device_of(argv)) as mem:
+            fs_generate.cli_main()
+        found = [m for m in map(TRANSLATED.search, lines) if m]
+        if not found:
+            raise RuntimeError(f"fairseq-generate (batch {B}) printed no 'Translated N sentences' line")
+        m = found[-1]
+        results[str(B)] = {"sentences": int(m.group(1).replace(",", "")), "tokens": int(m.group(2).replace(",", "")),
+                           "sentences_per_s": float(m.group(3)), "tokens_per_s": float(m.group(4)),
+                           "peak_mib": mem["peak_mib"]}
+    _write(out, results)
 
 
 def nonorm(src, dst, data) -> None:
@@ -158,10 +167,10 @@ def nonorm(src, dst, data) -> None:
     save_atomically(new, dst)
 
 
-def onnx(out, folder, provider, batch_size, beam, length, sentences, seed) -> None:
-    """ONNX Runtime beam search (``un_translate``) on ``provider``: sentences/s over
-    ``sentences`` random lines of the exported source dictionary, every hypothesis ``length``
-    tokens long."""
+def onnx(out, folder, provider, batch_sizes, beam, length, sentences, batch1_sentences, seed) -> None:
+    """ONNX Runtime beam search (``un_translate``) on ``provider`` at each batch size:
+    sentences/s over ``sentences`` random lines of the exported source dictionary
+    (``batch1_sentences`` at batch 1), every hypothesis ``length`` tokens long."""
     import random
 
     import onnxruntime as ort
@@ -179,8 +188,7 @@ def onnx(out, folder, provider, batch_size, beam, length, sentences, seed) -> No
         return sessions[-1]
 
     onnx_model.ort.InferenceSession = on_provider  # this child process only
-    translator = Translator(folder, batch_size=batch_size, beam=beam, min_len=length,
-                            max_len_a=0, max_len_b=length)
+    translator = Translator(folder, beam=beam, min_len=length, max_len_a=0, max_len_b=length)
     used = {s.get_providers()[0] for s in sessions}
     if used != {provider}:
         raise RuntimeError(f"ONNX Runtime fell back to {sorted(used)} instead of {provider}")
@@ -188,12 +196,17 @@ def onnx(out, folder, provider, batch_size, beam, length, sentences, seed) -> No
                if line.strip() and not line.startswith("madeupword")] or ["a"]
     rng = random.Random(seed)
     lines = [" ".join(rng.choice(symbols) for _ in range(rng.randint(8, 16))) for _ in range(sentences)]
-    translator.translate(lines[:batch_size])  # warm-up: session initialisation, first kernels
-    begin = time.perf_counter()
-    translator.translate(lines)
-    seconds = time.perf_counter() - begin
-    _write(out, {"sentences": sentences, "sentences_per_s": sentences / seconds, "peak_mib": None,
-                 "provider": provider})
+    results = {}
+    for B in batch_sizes:
+        translator.batch_size = B
+        n = batch1_sentences if B == 1 else sentences
+        translator.translate(lines[:B])  # warm-up: session initialisation, first kernels
+        begin = time.perf_counter()
+        translator.translate(lines[:n])
+        seconds = time.perf_counter() - begin
+        # ONNX Runtime allocates outside torch: no peak memory is read
+        results[str(B)] = {"sentences": n, "sentences_per_s": n / seconds, "peak_mib": None}
+    _write(out, results)
 
 
 def main(argv=None) -> int:
@@ -203,14 +216,19 @@ def main(argv=None) -> int:
     t = sub.add_parser("train")
     t.add_argument("out")
     t.add_argument("--warmup", type=int, default=20, help="updates left out of the rates")
-    sub.add_parser("generate").add_argument("out")
+    g = sub.add_parser("generate")
+    g.add_argument("out")
+    g.add_argument("--batch-sizes", default="1,64", help="comma-separated (default: 1,64)")
+    g.add_argument("--batch1-shards", type=int, default=1, help="batch 1 runs on the first of N shards")
     n = sub.add_parser("nonorm")
     n.add_argument("src"), n.add_argument("dst"), n.add_argument("--data", required=True)
     o = sub.add_parser("onnx")
     o.add_argument("out")
     o.add_argument("--folder", required=True)
     o.add_argument("--provider", required=True)
-    for name, default in (("--batch-size", 1), ("--beam", 5), ("--length", 20), ("--sentences", 64), ("--seed", 1)):
+    o.add_argument("--batch-sizes", default="1,64", help="comma-separated (default: 1,64)")
+    for name, default in (("--beam", 5), ("--length", 20), ("--sentences", 64), ("--batch1-sentences", 16),
+                          ("--seed", 1)):
         o.add_argument(name, type=int, default=default)
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)  # after it: fairseq's arguments
@@ -220,11 +238,12 @@ def main(argv=None) -> int:
     elif a.cmd == "train":
         train(a.out, fairseq, a.warmup)
     elif a.cmd == "generate":
-        generate(a.out, fairseq)
+        generate(a.out, fairseq, [int(b) for b in a.batch_sizes.split(",")], a.batch1_shards)
     elif a.cmd == "nonorm":
         nonorm(a.src, a.dst, a.data)
     else:
-        onnx(a.out, a.folder, a.provider, a.batch_size, a.beam, a.length, a.sentences, a.seed)
+        onnx(a.out, a.folder, a.provider, [int(b) for b in a.batch_sizes.split(",")], a.beam, a.length,
+             a.sentences, a.batch1_sentences, a.seed)
     return 0
 
 
