@@ -6,16 +6,18 @@
 #   bash scripts/gpu-wheels.sh --python-version 3.11 --check /path/to/python
 #       --check PY: install the wheels into a scratch folder and import fairseq, its CLIs and
 #       the plugin with PY (a Python whose version matches; it needs torch and what PRESENT
-#       lists), then print every distribution those imports loaded.
+#       lists), print every distribution those imports loaded, and fail if one is neither
+#       among the wheels nor in PRESENT.
 #
-# On the GPU machine (docs/gpu.md): scripts/gpu-check.sh installs them with
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+# On the GPU machine (docs/gpu.md) scripts/gpu-check.sh installs them into a scratch folder
+# with pip install --no-index --no-deps --target.
 #
-# What fairseq and the plugin import (measured with --check): torch, numpy, hydra-core,
-# omegaconf, antlr4-python3-runtime, bitarray, PyYAML, packaging, regex, sacrebleu (with
-# portalocker, tabulate, colorama, lxml), scikit-learn (with scipy, joblib, threadpoolctl),
-# cython, tqdm, typing-extensions. The GPU machine is assumed to hold PRESENT below; the rest
-# is downloaded here, each at the version the project's .venv holds (else the newest).
+# What fairseq, its CLIs and the plugin import (read with --check): torch, typing-extensions,
+# numpy, hydra-core, omegaconf, antlr4-python3-runtime, bitarray, PyYAML, packaging, tqdm,
+# cython, sacrebleu (with portalocker, tabulate, colorama, lxml), scikit-learn (with scipy,
+# joblib, threadpoolctl, cloudpickle, narwhals), setuptools. The GPU machine is assumed to
+# hold PRESENT below; the rest is downloaded here, each at the version the project's .venv
+# holds (else the newest).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 PY=${PYTHON:-python3}
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --python-version) pyver=${2:?--python-version needs a value such as 3.12}; shift 2 ;;
     --check) check=${2:?--check needs a python executable}; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "gpu-wheels.sh: unknown argument '$1' (allowed: --python-version X.Y, --check PYTHON)" >&2; exit 2 ;;
   esac
 done
@@ -33,7 +35,8 @@ done
 
 # The GPU machine's Python already has these (fairseq needs them; not downloaded).
 PRESENT="torch numpy regex sacrebleu sentencepiece scikit-learn cython tqdm packaging pyyaml
-         portalocker tabulate colorama lxml scipy joblib threadpoolctl click typing-extensions"
+         portalocker tabulate colorama lxml scipy joblib threadpoolctl cloudpickle narwhals
+         setuptools click typing-extensions pytest"
 # What it lacks. antlr4-python3-runtime 4.9.3 (hydra/omegaconf pin 4.9.*) exists only as a
 # source archive: its pure-Python wheel is built here.
 NEEDED="ve-fairseq hydra-core omegaconf bitarray sacremoses subword-nmt mock"
@@ -73,8 +76,9 @@ if [ -n "$check" ]; then
   got=$("$check" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   [ "$got" = "$pyver" ] || { echo "gpu-wheels.sh: --check '$check' is Python $got, the wheels are for $pyver" >&2; exit 2; }
   "$check" -m pip install -q --no-index --no-deps --no-compile --target "$scratch/site" .whl/*.whl
+  WHEELS="$NEEDED antlr4-python3-runtime" PRESENT="$PRESENT" \
   PYTHONPATH="$scratch/site:$PWD" PYTHONNOUSERSITE=1 "$check" - <<'EOF'
-import importlib, importlib.metadata as md, sys
+import importlib, importlib.metadata as md, os, re, sys
 for name in ("fairseq", "fairseq_cli.preprocess", "fairseq_cli.train", "fairseq_cli.generate",
              "un_fairseq", "un_fairseq.fuse", "un_tools.benchmarks.gpu_check"):
     importlib.import_module(name)
@@ -83,6 +87,11 @@ dists = md.packages_distributions()
 tops = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)
 found = sorted({d for t in tops for d in dists.get(t, ())}, key=str.lower)
 print("[gpu-wheels] imports load:", " ".join(found))
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()  # noqa: E731
+known = {norm(n) for n in (os.environ["WHEELS"] + " " + os.environ["PRESENT"]).split()} | {"un-fairseq"}
+missing = sorted(d for d in found if norm(d) not in known)
+if missing:
+    sys.exit(f"gpu-wheels.sh: the imports also load {', '.join(missing)}: add each to NEEDED or PRESENT")
 EOF
   echo "[gpu-wheels] check passed with $check"
 fi

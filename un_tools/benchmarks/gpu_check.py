@@ -77,8 +77,8 @@ class Runner:
     """Runs the child processes with the scratch site first on PYTHONPATH, each under a
     timeout, its output in ``work/logs``."""
 
-    def __init__(self, python, work: Path, pythonpath):
-        self.python, self.work = python, work
+    def __init__(self, python, work: Path, pythonpath, deadline: float):
+        self.python, self.work, self.deadline = python, work, deadline
         (work / "logs").mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, pythonpath)),
                         PYTHONUNBUFFERED="1", PYTHONNOUSERSITE="1")
@@ -86,6 +86,10 @@ class Runner:
 
     def __call__(self, name, args, timeout):
         self.count += 1
+        left = self.deadline - time.time()
+        if left < 5:
+            raise StageError(f"{name}: not started, the time budget (--budget) is spent")
+        timeout = min(timeout, left)
         path = self.work / "logs" / f"{self.count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
         cmd = [str(self.python), *map(str, args)]
         with open(path, "w") as f:
@@ -95,7 +99,7 @@ class Runner:
                 proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
                                       timeout=timeout)
             except subprocess.TimeoutExpired:
-                raise StageError(f"{name}: no result within {timeout} s", _tail(path))
+                raise StageError(f"{name}: no result within {timeout:.0f} s", _tail(path))
         if proc.returncode != 0:
             raise StageError(f"{name}: exit status {proc.returncode}", _tail(path))
         return path
@@ -351,10 +355,15 @@ def parse_args(argv=None):
     p.add_argument("--commit", help="the commit checked, where the tree has no .git (default: git's HEAD)")
     p.add_argument("--skip", action="append", default=[], choices=("norm_tests", "train", "inference"),
                    help="leave a stage out (repeatable)")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="stop starting work after this many seconds, so that the record is still "
+                        "written (default: 480; --quick: 600)")
     p.add_argument("--work", type=Path, metavar="DIR", help="keep the checkpoints and logs here (default: a scratch folder)")
     args = p.parse_args(argv)
     if args.data is not None and not (args.data / "dict.src.txt").is_file() and not list(args.data.glob("dict.*.txt")):
         p.error(f"--data {args.data}: no fairseq dictionary (dict.*.txt) there; give a fairseq-preprocess folder")
+    if args.budget is not None and args.budget <= 0:
+        p.error(f"--budget {args.budget}: give a positive number of seconds")
     if args.updates is not None and args.updates < 2:
         p.error(f"--updates {args.updates}: give at least 2")
     return args
@@ -372,14 +381,16 @@ def main(argv=None) -> int:
     site = args.site or work / "site"
     spec = find_spec("un_fairseq")
     user_dir = str(Path(spec.origin).parent) if spec else str(REPO / "un_fairseq")
-    run = Runner(sys.executable, work, [site, REPO, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+    budget = args.budget or (600 if args.quick else 480)
+    run = Runner(sys.executable, work, [site, REPO, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))],
+                 deadline=started + budget)
     record = {
         "kind": "gpu-check", "mode": "quick" if args.quick else "full", "device": args.device,
         "command": ["scripts/gpu-check.sh", *(argv if argv is not None else sys.argv[1:])],
         "commit": args.commit or _git("rev-parse", "HEAD"),
         "tree_modified": None if args.commit else (_git("status", "--porcelain", "--untracked-files=no") or "") != "",
         "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
-        "sizes": {k: v for k, v in size.items() if k != "timeout"},
+        "sizes": {k: v for k, v in size.items() if k != "timeout"}, "budget_s": budget,
         "data": str(args.data) if args.data else "synthetic",
         "env": {}, "stages": {},
     }
