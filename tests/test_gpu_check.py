@@ -65,7 +65,9 @@ def test_training_numbers(quick):
     norms = quick[1]["stages"]["train"]["norms"]
     assert set(norms) == set(NORMS)
     for label, r in norms.items():
-        assert r["status"] == "passed" and r["updates"] == quick[1]["sizes"]["updates"]
+        # fairseq's --max-update counts the updates not skipped for an fp16 overflow
+        assert r["status"] == "passed"
+        assert r["updates"] - r["skipped_updates"] == quick[1]["sizes"]["updates"]
         for key in ("updates_per_s", "tokens_per_s", "peak_mib", "first_loss", "last_loss"):
             positive(r[key], f"{label} {key}")
         assert r["nonfinite_losses"] == 0

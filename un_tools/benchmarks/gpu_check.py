@@ -50,9 +50,10 @@ BEAM = 5
 SIZES = {
     "full": dict(arch="transformer_un_iwslt_de_en", model=[], updates=300, warmup=30, lr_warmup=100,
                  max_tokens=4096, vocab=1000, lengths=(5, 30), train=20000, valid=128, test=640,
-                 batch1_shards=5, gen_len=20, timeout=420),
+                 batch1_shards=5, gen_len=20, timeout=150, tests_timeout=240),
     "quick": dict(arch="transformer_un", updates=8, warmup=2, lr_warmup=4, max_tokens=256, vocab=40,
                   lengths=(3, 8), train=160, valid=16, test=16, batch1_shards=4, gen_len=5, timeout=180,
+                  tests_timeout=300,
                   model=["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
                          "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
                          "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2",
@@ -150,14 +151,14 @@ def stage_env(run: Runner, work: Path):
     return run.json("versions", ["-m", "un_tools.benchmarks.gpu_fairseq", "env", out], out, timeout=300)
 
 
-def stage_norm_tests(run: Runner, work: Path, device: str, quick: bool):
+def stage_norm_tests(run: Runner, work: Path, device: str, quick: bool, timeout: int):
     junit = work / "norm-tests.xml"
     args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--device", device,
             "--junitxml", junit, "-W", "ignore::DeprecationWarning"]
     args += [NORM_TEST_FILES[0], "-k", QUICK_NORM_TESTS] if quick else list(NORM_TEST_FILES)
     failed = None
     try:
-        run("norm tests", args, timeout=300 if quick else 400)
+        run("norm tests", args, timeout=timeout)
     except StageError as err:
         failed = err
     if not junit.is_file():
@@ -390,7 +391,7 @@ def main(argv=None) -> int:
         "commit": args.commit or _git("rev-parse", "HEAD"),
         "tree_modified": None if args.commit else (_git("status", "--porcelain", "--untracked-files=no") or "") != "",
         "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
-        "sizes": {k: v for k, v in size.items() if k != "timeout"}, "budget_s": budget,
+        "sizes": {k: v for k, v in size.items() if not k.endswith("timeout")}, "budget_s": budget,
         "data": str(args.data) if args.data else "synthetic",
         "env": {}, "stages": {},
     }
@@ -435,7 +436,7 @@ def main(argv=None) -> int:
 
     record["env"] = stage("env", versions, "install")
     record["stages"]["env"] = {k: v for k, v in record["stages"]["env"].items() if k not in record["env"]}
-    stage("norm_tests", lambda: stage_norm_tests(run, work, args.device, args.quick), "env")
+    stage("norm_tests", lambda: stage_norm_tests(run, work, args.device, args.quick, size["tests_timeout"]), "env")
     data = args.data
     if data is None and not {"train", "inference"} <= set(args.skip):
         def make_data():

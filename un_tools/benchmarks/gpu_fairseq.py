@@ -43,8 +43,12 @@ def _version(dist):
 
 
 def env(out) -> None:
-    """Python, torch (CUDA build, GPU name, capability), fairseq and onnxruntime."""
+    """Python, torch (CUDA build, GPU name, capability), fairseq and onnxruntime; imports
+    fairseq and the plugin, so that a missing dependency shows here first."""
     import torch
+
+    import fairseq  # noqa: F401
+    import un_fairseq  # noqa: F401
 
     rec = {"python": platform.python_version(), "platform": platform.platform(),
            "torch": torch.__version__, "torch_cuda": torch.version.cuda,
