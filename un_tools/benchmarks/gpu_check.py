@@ -143,7 +143,7 @@ def stage_install(run: Runner, wheels: Path, site: Path):
         return {"status": "skipped", "reason": f"no wheels in {wheels}: the installed packages are used"}
     run("pip install", ["-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                         "--no-cache-dir", "--upgrade", "--target", site, *found], timeout=300)
-    return {"wheels": [w.name for w in found], "target": str(site)}
+    return {"wheels": [w.name for w in found]}
 
 
 def stage_env(run: Runner, work: Path):
@@ -181,7 +181,12 @@ def stage_norm_tests(run: Runner, work: Path, device: str, quick: bool, timeout:
 
 
 def _device_flags(device: str):
-    return ["--cpu", "--fp16", "--fp16-no-flatten-grads"] if device == "cpu" else ["--fp16"]
+    """fairseq-train's flags for ``--fp16`` on the device. On the CPU the loss scale starts
+    at 1: fairseq 0.12's trainer handles an fp16 overflow with ``torch.tensor(0.0).cuda()``,
+    which fails without CUDA, so the CPU run must not overflow."""
+    if device == "cpu":
+        return ["--cpu", "--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "1"]
+    return ["--fp16"]
 
 
 def stage_train(run: Runner, work: Path, data: Path, device: str, size: dict, user_dir: str):
@@ -204,7 +209,6 @@ def stage_train(run: Runner, work: Path, data: Path, device: str, size: dict, us
             results[label] = {"status": "failed", "error": str(err), "log_tail": err.tail}
             errors.append(str(err))
             continue
-        rec["checkpoint"] = str(save / "checkpoint_last.pt")
         if rec["nonfinite_losses"] or rec["last_loss"] is None:
             rec["status"] = "failed"
             errors.append(f"train {label}: {rec['nonfinite_losses']} non-finite losses, last {rec['last_loss']}")
@@ -230,7 +234,7 @@ def _onnx_provider(env: dict, device: str):
 
 def stage_inference(run: Runner, work: Path, data: Path, device: str, size: dict, user_dir: str,
                     train: dict, env: dict):
-    ckpt = {label: Path(train["norms"][label]["checkpoint"]) for label in NORMS
+    ckpt = {label: work / f"ckpt-{norm}" / "checkpoint_last.pt" for label, norm in NORMS.items()
             if train.get("norms", {}).get(label, {}).get("status") == "passed"}
     variants, errors = {}, []
     if "UN" in ckpt:
@@ -389,12 +393,14 @@ def main(argv=None) -> int:
         "kind": "gpu-check", "mode": "quick" if args.quick else "full", "device": args.device,
         "command": ["scripts/gpu-check.sh", *(argv if argv is not None else sys.argv[1:])],
         "commit": args.commit or _git("rev-parse", "HEAD"),
-        "tree_modified": None if args.commit else (_git("status", "--porcelain", "--untracked-files=no") or "") != "",
+        "tree_modified": None,
         "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
         "sizes": {k: v for k, v in size.items() if not k.endswith("timeout")}, "budget_s": budget,
         "data": str(args.data) if args.data else "synthetic",
         "env": {}, "stages": {},
     }
+    status = None if args.commit else _git("status", "--porcelain", "--untracked-files=no")
+    record["tree_modified"] = None if status is None else status != ""  # None: no git here
     log(f"{record['mode']} check on {args.device}; work folder {work}")
 
     blocked = set()  # stages that failed, or were skipped because one they need failed
@@ -428,6 +434,7 @@ def main(argv=None) -> int:
         return result
 
     stage("install", lambda: stage_install(run, args.wheels, site))
+
     def versions():
         found = stage_env(run, work)
         if args.device == "cuda" and not found.get("cuda_available"):

@@ -47,8 +47,8 @@ def env(out) -> None:
     fairseq and the plugin, so that a missing dependency shows here first."""
     import torch
 
-    import fairseq  # noqa: F401
-    import un_fairseq  # noqa: F401
+    import fairseq
+    import un_fairseq  # noqa: F401  (registers the architectures: fails here if a dependency is missing)
 
     rec = {"python": platform.python_version(), "platform": platform.platform(),
            "torch": torch.__version__, "torch_cuda": torch.version.cuda,
@@ -57,6 +57,7 @@ def env(out) -> None:
         props = torch.cuda.get_device_properties(0)
         rec.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                    gpu_capability=f"{props.major}.{props.minor}", gpu_count=torch.cuda.device_count())
+    rec["fairseq"] = fairseq.__version__
     for dist in ("ve-fairseq", "numpy", "hydra-core", "omegaconf", "sacrebleu", "onnxruntime",
                  "onnxruntime-gpu", "triton"):
         rec[dist] = _version(dist)
