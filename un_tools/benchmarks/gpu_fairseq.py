@@ -221,6 +221,8 @@ def main(argv=None) -> int:
     t = sub.add_parser("train")
     t.add_argument("out")
     t.add_argument("--warmup", type=int, default=20, help="updates left out of the rates")
+    t.add_argument("--smoke-model", action="store_true",
+                   help="add the benchmarks' one-layer, width-16 model flags (SMOKE_MODEL)")
     g = sub.add_parser("generate")
     g.add_argument("out")
     g.add_argument("--batch-sizes", default="1,64", help="comma-separated (default: 1,64)")
@@ -241,6 +243,10 @@ def main(argv=None) -> int:
     if a.cmd == "env":
         env(a.out)
     elif a.cmd == "train":
+        if a.smoke_model:
+            from un_fairseq.benchmarks.common import SMOKE_MODEL
+
+            fairseq = [*fairseq, *SMOKE_MODEL]
         train(a.out, fairseq, a.warmup)
     elif a.cmd == "generate":
         generate(a.out, fairseq, [int(b) for b in a.batch_sizes.split(",")], a.batch1_shards)
