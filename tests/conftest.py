@@ -1,6 +1,12 @@
-"""Fixtures shared by the test files."""
+"""Fixtures shared by the test files, and the ``--device`` option.
+
+``--device cuda`` (or ``UN_TEST_DEVICE=cuda``) runs the tests that take the ``device`` fixture
+(the normalizers against the float64 reference, in float32, fp16 and bf16) on that device and
+skips the rest, which are CPU-only; the default is ``cpu``, where every test runs.
+"""
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -28,7 +34,44 @@ def one_thread():
 
 
 def pytest_addoption(parser):
-    """pytest.ini's ``timeout`` belongs to pytest-timeout (the test extra); without it the
-    suite still runs, without the limit and without an unknown-option warning."""
+    """``--device``; and pytest.ini's ``timeout`` belongs to pytest-timeout (the test extra):
+    without it the suite still runs, without the limit and without an unknown-option warning."""
     if importlib.util.find_spec("pytest_timeout") is None:
         parser.addini("timeout", "per-test limit in seconds (needs pytest-timeout)")
+    parser.addoption("--device", default=os.environ.get("UN_TEST_DEVICE", "cpu"),
+                     help="torch device of the tests that take the `device` fixture, e.g. cuda, "
+                          "cuda:1 (default: $UN_TEST_DEVICE, else cpu); other tests are skipped "
+                          "on a device other than cpu")
+
+
+def _device(config) -> torch.device:
+    name = config.getoption("--device")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise pytest.UsageError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1): {err}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--device {name!r}: torch {torch.__version__} sees no CUDA device")
+    if device.type not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"--device {name!r}: allowed are cpu and cuda[:N]")
+    return device
+
+
+def pytest_configure(config):
+    config.un_test_device = _device(config)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.un_test_device.type == "cpu":
+        return
+    skip = pytest.mark.skip(reason=f"CPU-only test (--device {config.un_test_device} runs the "
+                                   f"tests that take the `device` fixture)")
+    for item in items:
+        if "device" not in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig) -> torch.device:
+    """The torch device of ``--device`` / ``UN_TEST_DEVICE`` (default cpu)."""
+    return pytestconfig.un_test_device

@@ -35,7 +35,7 @@ CONVERSIONS = {
     "bfloat16": lambda m: m.bfloat16(),
     "to_fp16": lambda m: m.to(torch.float16),
     "to_dtype_kw": lambda m: m.to(dtype=torch.bfloat16),
-    "to_device_dtype": lambda m: m.to("cpu", torch.float16),
+    "to_device_dtype": lambda m: m.to(m.weight.device, torch.float16),
     "double": lambda m: m.double(),
     "model_half": lambda m: torch.nn.Sequential(m).half()[0],
 }
@@ -43,8 +43,8 @@ CONVERSIONS = {
 
 @pytest.mark.parametrize("conversion", list(CONVERSIONS))
 @pytest.mark.parametrize("kind", STATEFUL)
-def test_conversions_keep_float32_statistics_exactly(kind, conversion):
-    norm = build_norm(kind, 8)
+def test_conversions_keep_float32_statistics_exactly(kind, conversion, device):
+    norm = build_norm(kind, 8).to(device)
     with torch.no_grad():
         for name in norm.stat_buffers:
             buf = getattr(norm, name)
@@ -58,10 +58,10 @@ def test_conversions_keep_float32_statistics_exactly(kind, conversion):
     assert norm.weight.dtype != torch.float32  # the parameters did convert
     if kind != "power":  # offline norms: eval output of the channel with running var 70000
         norm.eval()
-        x = torch.full((2, 3, 8), 100.0, dtype=norm.weight.dtype)
-        y = norm(x)[0, 0].double()
-        var = before["running_var" if "running_var" in before else "running_phi"].double()
-        mean = before.get("running_mean", torch.zeros(8)).double()
+        x = torch.full((2, 3, 8), 100.0, dtype=norm.weight.dtype, device=device)
+        y = norm(x)[0, 0].double().cpu()
+        var = before["running_var" if "running_var" in before else "running_phi"].double().cpu()
+        mean = before.get("running_mean", torch.zeros(8)).double().cpu()
         exp = (100.0 - mean) / torch.sqrt(var + 1e-5)  # weight 1, bias 0 (float64 spec)
         torch.testing.assert_close(y, exp, rtol=1e-2, atol=1e-2)
 
@@ -90,7 +90,7 @@ def _assert_half_close(got, exp, what):
     """Close per channel to the float64 value, relative to the channel's largest value (or
     within a few of fp16's smallest steps, 2^-24), and non-finite only where the true value
     is beyond fp16's range."""
-    got, exp = got.double().reshape(-1, exp.shape[-1]), exp.double().reshape(-1, exp.shape[-1])
+    got, exp = got.double().cpu().reshape(-1, exp.shape[-1]), exp.double().cpu().reshape(-1, exp.shape[-1])
     representable = exp.abs() < 65504 * 0.98
     assert torch.isfinite(got[representable]).all(), f"{what}: overflow where the true value fits fp16"
     scale = exp.abs().amax(0, keepdim=True).clamp_max(65504)
@@ -101,23 +101,23 @@ def _assert_half_close(got, exp, what):
 @pytest.mark.parametrize("S", [0, 1.0, 2.0**7, 2.0**11, 2.0**15, 2.0**17, 2.0**20],
                          ids=lambda s: f"S{int(s)}" if s else "defect2")
 @pytest.mark.parametrize("kind", ["un", "power", "power_noscale", "mabn"])
-def test_fp16_backward_overflows_only_where_the_true_gradient_does(kind, S):
+def test_fp16_backward_overflows_only_where_the_true_gradient_does(kind, S, device):
     C = 8
-    norm = build_norm(kind, C, **FAST[kind]).half()
+    norm = build_norm(kind, C, **FAST[kind]).half().to(device)
     ref = REFS[kind](C, **FAST[kind])
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         norm.weight.copy_(1.0 + 0.3 * torch.randn(C, generator=gen))
-    ref.set_params(norm.weight.float(), norm.bias.float())
+    ref.set_params(norm.weight.float().cpu(), norm.bias.float().cpu())
     for step in range(1, 11):  # past the warmup: the moving averages of gz are in use
         x, mask, dy = _half_batch(gen, S)
-        xm = x.clone().requires_grad_(True)
-        norm(xm, padding_mask=mask).backward(dy)
+        xm = x.to(device).clone().requires_grad_(True)
+        norm(xm, padding_mask=mask.to(device)).backward(dy.to(device))
         ref.forward(x.double(), mask)
         dxr = ref.backward(dy.double())[0]
         real = (~mask).t().reshape(-1)
         where = f"{kind} S={S} step {step}"
-        _assert_half_close(xm.grad.reshape(-1, C)[real], dxr.reshape(-1, C)[real], f"{where}: dx")
+        _assert_half_close(xm.grad.cpu().reshape(-1, C)[real], dxr.reshape(-1, C)[real], f"{where}: dx")
         for name, exp in ref.buffers().items():
             if exp.is_floating_point():
                 _assert_half_close(getattr(norm, name).reshape(-1, C), exp.reshape(-1, C), f"{where}: {name}")

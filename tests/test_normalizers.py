@@ -37,14 +37,18 @@ GRAD_STATE = {"un": ("psi", "phi"), "power": ("grad_ema",), "power_noscale": ("g
 FAST = {"un": dict(window=2, warmup=3), "power": dict(warmup=3), "power_noscale": dict(warmup=3),
         "mabn": dict(window=2, warmup=3), "batch": {}, "layer": {}, "rms": {}, "none": {}}
 STATEFUL = ("un", "power", "power_noscale", "mabn", "batch")
-
+DEVICE = torch.device("cpu")  # where the modules run: the `device` fixture (conftest --device)
 
 
 @pytest.fixture(autouse=True, params=["fused", "plain"])
-def row_sums_path(request, monkeypatch):
+def row_sums_path(request, monkeypatch, device):
     """Every test here runs twice: through the fused CPU float32 kernels, and through the
-    plain ops that CUDA and half precision run (``row_sums``' other path), forced on CPU."""
+    plain ops that CUDA and half precision run (``row_sums``' other path), forced on CPU.
+    On ``--device cuda`` the modules run there (the plain ops) and the reference on the CPU."""
+    if request.param == "fused" and device.type != "cpu":
+        pytest.skip("the fused kernels are CPU-only")
     monkeypatch.setattr(row_sums, "use_fused_cpu_kernel", request.param == "fused")
+    monkeypatch.setitem(globals(), "DEVICE", device)
     return request.param
 
 
@@ -62,7 +66,7 @@ def make(kind, C, seed=0, **kw):
             else:  # reported by test_parameters; keep checking the rest
                 bias = torch.zeros(C)
         ref.set_params(mod.weight, bias)
-    return mod, ref
+    return mod.to(DEVICE), ref
 
 
 def make_batch(gen, T, B, C, *, scale=1.0, pad=True, chan=None):
@@ -88,7 +92,7 @@ def real_rows(x, mask):
 
 
 def close(got, exp, what, rtol=RTOL, atol=ATOL):
-    torch.testing.assert_close(got.detach().double(), exp.detach().double(), rtol=rtol,
+    torch.testing.assert_close(got.detach().double().cpu(), exp.detach().double().cpu(), rtol=rtol,
                                atol=atol, msg=lambda m: f"{what}: {m}")
 
 
@@ -120,15 +124,16 @@ def sync_state(mod, ref):
 
 
 def run_module(mod, x, mask, dy):
-    """forward + autograd backward of the module; returns y, dx, dweight, dbias."""
-    xm = x.clone().requires_grad_(True)
+    """forward + autograd backward of the module (on DEVICE); returns y, dx, dweight, dbias
+    on the CPU."""
+    xm = x.to(DEVICE).clone().requires_grad_(True)
     for p in mod.parameters():
         p.grad = None
-    y = mod(xm, padding_mask=mask)
-    y.backward(dy)
+    y = mod(xm, padding_mask=None if mask is None else mask.to(DEVICE))
+    y.backward(dy.to(DEVICE))
     w = getattr(mod, "weight", None)
     b = getattr(mod, "bias", None)
-    return y, xm.grad, (None if w is None else w.grad), (None if b is None else b.grad)
+    return y.cpu(), xm.grad.cpu(), (None if w is None else w.grad.cpu()), (None if b is None else b.grad.cpu())
 
 
 def check_step(mod, ref, x, mask, dy, where, *, pad_dx=True, rtol=RTOL, atol=ATOL):
@@ -516,11 +521,11 @@ def test_nonfinite_gradient_leaves_gradient_state(kind, bad):
         x, mask, dy = make_batch(gen, 4, 3, C)
         if i in (2, 6):
             dy[0, 0, 3] = bad
-            xm = x.clone().requires_grad_(True)
-            y = mod(xm, padding_mask=mask)
+            xm = x.to(DEVICE).clone().requires_grad_(True)
+            y = mod(xm, padding_mask=mask.to(DEVICE))
             before = {n: b.detach().clone() for n, b in mod.named_buffers() if n in GRAD_STATE[kind]}
             assert len(before) == len(GRAD_STATE[kind])
-            y.backward(dy)
+            y.backward(dy.to(DEVICE))
             after = {n: b.detach().clone() for n, b in mod.named_buffers() if n in GRAD_STATE[kind]}
             _assert_same_buffers(after, before, f"{kind} non-finite dy at step {i + 1}")
         else:
@@ -559,7 +564,7 @@ def test_low_precision_input(kind, dtype):
                     # sum over rows of dy * z from products rounded to the input's precision
                     # (no full-size float32 copy): the error is a few units of roundoff of
                     # sum |dy * z|, which padding rows' large garbage values dominate
-                    z = ((y32.float() - fp.bias) / fp.weight).detach()
+                    z = ((y32.float() - fp.bias.cpu()) / fp.weight.cpu()).detach()
                     atol = max(atol, 4 * torch.finfo(dtype).eps * float((dy.float() * z).abs().sum(dim=(0, 1)).max()))
                 close(p, q, f"{kind} step {i + 1} {n}", rtol=3e-2, atol=atol)
         for (n, p), (_, q) in zip(lp.named_buffers(), fp.named_buffers()):
@@ -582,9 +587,9 @@ def test_state_dict_round_trip(kind):
     for i in range(4):
         x, mask, dy = make_batch(gen, 4, 3, C, scale=1.0 + i)
         run_module(a, x, mask, dy)
-    b = MODULES[kind][0](C, **kw)
+    b = MODULES[kind][0](C, **kw).to(DEVICE)
     b.load_state_dict(a.state_dict())
-    fresh = MODULES[kind][0](C, **kw)  # same parameters, no state: must differ
+    fresh = MODULES[kind][0](C, **kw).to(DEVICE)  # same parameters, no state: must differ
     with torch.no_grad():
         fresh.weight.copy_(a.weight), fresh.bias.copy_(a.bias)
     differs = False
@@ -617,9 +622,9 @@ def test_norm_types():
 ])
 def test_build_norm(name, cls, kw, check):
     C = 8
-    built = build_norm(name, C, **kw)
+    built = build_norm(name, C, **kw).to(DEVICE)
     assert isinstance(built, cls)
-    direct = cls(C, **kw, **(check or {}))
+    direct = cls(C, **kw, **(check or {})).to(DEVICE)
     gen = torch.Generator().manual_seed(43)
     for i in range(4):
         x, mask, dy = make_batch(gen, 4, 3, C, scale=1.0 + i)
@@ -627,7 +632,7 @@ def test_build_norm(name, cls, kw, check):
             if q is not None:
                 assert torch.equal(p, q), f"build_norm({name!r}) differs from {cls.__name__}: {n}"
     if name == "power":  # the layer-scale makes a difference, so the mapping is checked
-        other = PowerNorm(C, **kw, layer_scale=False)
+        other = PowerNorm(C, **kw, layer_scale=False).to(DEVICE)
         x, mask, dy = make_batch(gen, 4, 3, C)
         assert not torch.allclose(run_module(built, x, mask, dy)[0], run_module(other, x, mask, dy)[0])
 

@@ -7,7 +7,10 @@
   with its workers :mod:`.sync_cost` (one norm call per rank) and :mod:`.update_timer`
   (``fairseq-train`` that records when each update starts);
 - :mod:`.norm_batch_stats`, :mod:`.norm_input_stats` (``scripts/norm_*_stats.py``): statistics of
-  the norms' inputs in a trained checkpoint.
+  the norms' inputs in a trained checkpoint;
+- :mod:`.gpu_check` (``scripts/gpu-check.sh``, with :mod:`.gpu_stages` and :mod:`.gpu_fairseq`):
+  the one prepared GPU check (norm tests on the device, fp16 training, inference), with a CPU
+  ``--quick`` mode that CI runs.
 
 torch and fairseq are imported by the functions that need them, so that ``--help`` is fast.
 """
