@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -127,6 +128,26 @@ def _progress(line: str, started: float) -> Optional[str]:
     return f"  [{elapsed:6.0f}s] valid at update {rec.updates}: loss {rec.stats.get('loss')}{bleu}"
 
 
+def repair_last_checkpoint(checkpoints: Path) -> Optional[str]:
+    """Make ``checkpoint_last.pt`` readable again if a kill truncated it; returns what was done.
+
+    fairseq writes a save's first file atomically but then copies it to ``checkpoint_last.pt``
+    with a plain copy, so a run killed during that copy leaves a truncated file that its resume
+    cannot load. torch checkpoints are zip archives: a file that is not a whole one is replaced
+    by the newest whole ``checkpoint*.pt`` (an atomic copy), or moved aside if there is none."""
+    last = checkpoints / "checkpoint_last.pt"
+    if not last.exists() or zipfile.is_zipfile(last):
+        return None
+    whole = [p for p in checkpoints.glob("checkpoint*.pt") if p != last and zipfile.is_zipfile(p)]
+    if not whole:
+        os.replace(last, last.with_name(last.name + ".truncated"))
+        return f"{last} is truncated and no other checkpoint is whole: training starts over"
+    newest = max(whole, key=lambda p: p.stat().st_mtime)
+    with atomic_path(last) as tmp:
+        shutil.copyfile(newest, tmp)
+    return f"{last} was truncated (the run was killed while fairseq copied it): resuming from {newest.name}"
+
+
 def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data: Path, out: Path,
                  extra: List[str] = (), force: bool = False, quiet: bool = False) -> dict:
     """Train (or resume, or skip) one run; returns its ``train.json`` content. Holds the run
@@ -165,6 +186,9 @@ def _train_locked(profile: Profile, dataset: Dataset, norm: str, seed: int, data
     updates = state.get("num_updates") if resumable else None  # the last one logged before
     monitor = DivergenceMonitor(profile.explode_ratio)
     log_path = out / "train.log"
+    repaired = repair_last_checkpoint(last.parent)
+    if repaired:
+        say(repaired)
     if last.exists():
         say(f"{out}: resuming from {last}")
         if log_path.exists():  # the loss history goes on where it was (see logs.DivergenceMonitor.resume)
