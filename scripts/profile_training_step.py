@@ -24,7 +24,7 @@ from un_fairseq.modules import UnifiedNorm
 
 NORM_OPS = {
     "layer": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
-    "un": ("_UnifiedNormFunction", "_UnifiedNormFunctionBackward"),
+    "un": ("BatchStatFunction", "BatchStatFunctionBackward"),
 }
 
 
