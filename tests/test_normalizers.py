@@ -17,6 +17,7 @@ from un_fairseq.modules import (
     MaskedBatchNorm, NoNorm, PowerNorm, RMSNorm, UnifiedNorm, build_norm, norm_class, norm_type_of,
     row_sums,
 )
+from un_fairseq.modules import compiled
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -42,12 +43,19 @@ STATEFUL = ("un", "power", "power_noscale", "mabn", "batch")
 
 
 
-@pytest.fixture(autouse=True, params=["fused", "plain"])
+@pytest.fixture(autouse=True, params=["fused", "plain", "compiled"])
 def row_sums_path(request, monkeypatch):
-    """Every test here runs twice: through the fused CPU float32 kernels, and through the
-    plain ops that CUDA and half precision run (``row_sums``' other path), forced on CPU."""
+    """Every test here runs three times: through the fused CPU float32 kernels, through the
+    plain ops that CUDA and half precision run (``row_sums``' other path), forced on CPU, and
+    through the kernels compiled by ``torch.compile`` (``compiled.py``; compiled once per
+    process, dynamic shapes)."""
     monkeypatch.setattr(row_sums, "use_fused_cpu_kernel", request.param == "fused")
-    return request.param
+    monkeypatch.setattr(row_sums, "kernels", "compiled" if request.param == "compiled" else "eager")
+    if request.param == "compiled" and compiled.unavailable is not None:
+        pytest.fail(f"torch.compile failed: {compiled.unavailable}")
+    yield request.param
+    if request.param == "compiled":
+        assert compiled.unavailable is None, f"torch.compile failed: {compiled.unavailable}"
 
 
 # ----------------------------------------------------------------------- helpers

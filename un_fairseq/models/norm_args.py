@@ -13,17 +13,17 @@ from torch import nn
 
 from un_tools.norm_spec import DEFAULT_NORM_TYPE, KINDS, NORM_SPECS, NORM_TYPES, Option, flag_options
 
-from ..modules import build_norm
+from ..modules import build_norm, row_sums
 
 #: Flags of the model that are not a norm's option: dest -> default.
 MODEL_FLAG_DEFAULTS = dict(norm_type=DEFAULT_NORM_TYPE, encoder_norm_type=None,
-                           decoder_norm_type=None, fused_output_projection=False)
+                           decoder_norm_type=None, norm_kernels=row_sums.kernels,
+                           fused_output_projection=False)
 
 #: Every norm flag's value when it is not given (filled into older checkpoints' args too).
 NORM_DEFAULTS: Dict[str, Any] = {
-    **{k: v for k, v in MODEL_FLAG_DEFAULTS.items() if k != "fused_output_projection"},
     **{dest: opt.unset for dest, (opt, _) in flag_options().items()},
-    "fused_output_projection": False,
+    **MODEL_FLAG_DEFAULTS,
 }
 
 _LABELS = {name: spec.label for name, spec in NORM_SPECS.items()}
@@ -78,9 +78,19 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
         else:
             g.add_argument(opt.flag, type=_argtype(opt), metavar=opt.metavar or KINDS[opt.kind][2],
                            help=_help(opt, norms))
+    g.add_argument("--norm-kernels", choices=row_sums.KERNEL_CHOICES,
+                   help="UN, PN, PN*, MABN: the kernels of their training forward and backward: "
+                        "'compiled' (torch.compile: C++/OpenMP on CPU, Triton on CUDA; eager where "
+                        "compilation is unavailable), 'eager', or 'auto': compiled on the devices "
+                        f"where it was measured faster (now: {_compiled_devices()}) "
+                        f"(default: {row_sums.kernels})")
     g.add_argument("--fused-output-projection", action="store_true",
                    help="internal, set by un-fuse in the checkpoints it writes: the decoder's "
                         "output projection is untied from the embeddings and has a bias")
+
+
+def _compiled_devices() -> str:
+    return ", ".join(d for d, on in row_sums.COMPILED_BY_DEFAULT.items() if on) or "none"
 
 
 def set_norm_defaults(args) -> None:
@@ -123,7 +133,9 @@ def make_norm_factory(cfg, side: str, num_heads: int) -> Callable[[int], nn.Modu
 
 
 def validate_norm_args(args) -> None:
-    """Build one norm per side from ``args`` so that bad values fail before the model."""
+    """Build one norm per side from ``args`` so that bad values fail before the model; select
+    the norms' kernels (``--norm-kernels``, for the whole process)."""
+    row_sums.select(args.norm_kernels)
     for side, heads in (("encoder", args.encoder_attention_heads), ("decoder", args.decoder_attention_heads)):
         make_norm_factory(args, side, heads)(getattr(args, f"{side}_embed_dim"))
 

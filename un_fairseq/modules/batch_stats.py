@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import loss_scale
 from .base import StepCountedNorm, as_rows
-from .row_sums import RowGrad
+from .row_sums import RowGrad, scale_shift
 from .sync import global_quadratic_mean, stats_group, summed
 
 # MABN's renormalisation, as released with UN: r = 1 for this many steps at least, then
@@ -109,7 +109,7 @@ class BatchStatFunction(torch.autograd.Function):
         gain = weight.float()
         if stats.r_in_forward and stats.r is not None:
             gain = gain * stats.r
-        y = torch.addcmul(bias.to(x.dtype), x, (gain * stats.inv_std).to(x.dtype))
+        y = scale_shift(x, gain * stats.inv_std, bias.float())
         norm._count_step(ok)
 
         ctx.save_for_backward(x, keep, weight, ok)
