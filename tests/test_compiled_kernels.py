@@ -78,14 +78,16 @@ def test_a_failing_compiler_falls_back_to_the_eager_kernels(kernels, monkeypatch
 
 
 def test_auto_takes_the_compiled_kernels_only_where_measured_faster(kernels, monkeypatch):
-    x = torch.zeros(2, C)
+    small, large = torch.zeros(2, C), torch.zeros(64, C)
     kernels("auto")
-    monkeypatch.setitem(row_sums.COMPILED_BY_DEFAULT, "cpu", False)
-    assert not row_sums._compiled(x)
-    monkeypatch.setitem(row_sums.COMPILED_BY_DEFAULT, "cpu", True)
-    assert row_sums._compiled(x)
+    monkeypatch.setitem(row_sums.COMPILED_BY_DEFAULT, "cpu", None)
+    assert not row_sums._compiled(large)
+    monkeypatch.setitem(row_sums.COMPILED_BY_DEFAULT, "cpu", 64 * C)
+    assert row_sums._compiled(large) and not row_sums._compiled(small)
     kernels("eager")
-    assert not row_sums._compiled(x)
+    assert not row_sums._compiled(large)
+    kernels("compiled")
+    assert row_sums._compiled(small)
 
 
 def test_select_refuses_an_unknown_mode():

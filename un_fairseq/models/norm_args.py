@@ -90,7 +90,8 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _compiled_devices() -> str:
-    return ", ".join(d for d, on in row_sums.COMPILED_BY_DEFAULT.items() if on) or "none"
+    return ", ".join(f"{d} from {n} elements" for d, n in row_sums.COMPILED_BY_DEFAULT.items()
+                     if n is not None) or "none"
 
 
 def set_norm_defaults(args) -> None:

@@ -37,12 +37,14 @@ _EPS = 1e-5
 use_fused_cpu_kernel = True
 
 
-#: Where the compiled kernels are measured faster than the eager ones, by device type: what
-#: ``kernels = "auto"`` takes (``docs/normalizers.md``, "Cost").
-COMPILED_BY_DEFAULT = {"cpu": False, "cuda": False}
+#: Where the compiled kernels were measured faster than the eager ones: by device type, the
+#: smallest activations (elements, ``N * C``) that ``kernels = "auto"`` compiles for; None:
+#: never (``docs/normalizers.md``, "Kernels"). Small calls stay eager: there the compiled
+#: kernels' fixed cost per call (guards, dispatch) outweighs what they save.
+COMPILED_BY_DEFAULT = {"cpu": 2 ** 18, "cuda": None}
 
-#: Which kernels the batch-statistics norms run: "eager", "compiled", or "auto" (compiled on
-#: the device types in :data:`COMPILED_BY_DEFAULT`). Set by ``--norm-kernels``.
+#: Which kernels the batch-statistics norms run: "eager", "compiled", or "auto" (compiled
+#: where :data:`COMPILED_BY_DEFAULT` says). Set by ``--norm-kernels``.
 kernels = "auto"
 KERNEL_CHOICES = ("auto", "eager", "compiled")
 
@@ -59,7 +61,10 @@ def _compiled(x: Tensor) -> bool:
     """Take the compiled kernels for activations like ``x``."""
     if kernels == "eager" or compiled.unavailable is not None:
         return False
-    return kernels == "compiled" or COMPILED_BY_DEFAULT.get(x.device.type, False)
+    if kernels == "compiled":
+        return True
+    smallest = COMPILED_BY_DEFAULT.get(x.device.type)
+    return smallest is not None and x.numel() >= smallest
 
 
 def _fused(*tensors: Tensor) -> bool:

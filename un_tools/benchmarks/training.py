@@ -62,6 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--seq-len", type=int, default=32, help="source and target tokens per sentence")
     p.add_argument("--layer-shapes", default="64,64,512;32,128,1024",
                    help="T,B,C of the per-layer benchmark, ';' between shapes")
+    p.add_argument("--pad-fraction", type=float, default=0.0,
+                   help="per layer: the fraction of the T x B positions that are padding (at the end "
+                        "of the sentences, as fairseq's target batches), handed to every norm as its "
+                        "mask (default: 0, no mask)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--layer-repeats", type=int, default=30)
     p.add_argument("--warmup", type=int, default=2)
@@ -137,6 +141,10 @@ def per_layer(shape, args):
     torch.manual_seed(0)
     x = torch.randn(T, B, C, device=args.device, requires_grad=True)
     dy = torch.randn(T, B, C, device=args.device)
+    mask = None
+    if args.pad_fraction > 0:  # sentence b has its last round(2 f T b / B) positions padded
+        lengths = T - (2 * args.pad_fraction * T * torch.arange(B) / B).round().long().clamp(0, T - 1)
+        mask = (torch.arange(T)[None, :] >= lengths[:, None]).to(args.device)
     heads = 8 if C % 8 == 0 else 1
     norms = {"LayerNorm (torch)": ("eager", nn.LayerNorm(C))}
     for name in NORM_TYPES:
@@ -153,7 +161,7 @@ def per_layer(shape, args):
         def call():
             x.grad = None
             norm.zero_grad(set_to_none=True)
-            norm(x).backward(dy)
+            (norm(x) if isinstance(norm, nn.LayerNorm) else norm(x, mask)).backward(dy)
         return with_kernels(mode, call)
 
     calls = {label: fn(mode, norm) for label, (mode, norm) in norms.items()}
@@ -165,7 +173,7 @@ def per_layer(shape, args):
             compile_s[label] = time.perf_counter() - start
     times = round_robin(calls, args.device, max(args.warmup, 3), args.layer_repeats)
     ln = times["LayerNorm (torch)"]
-    return [dict(variant=v, shape=[T, B, C], median_ms=t * 1e3, vs_layernorm=t / ln,
+    return [dict(variant=v, shape=[T, B, C], pad_fraction=args.pad_fraction, median_ms=t * 1e3, vs_layernorm=t / ln,
                  first_call_s=compile_s.get(v)) for v, t in times.items()]
 
 
@@ -222,7 +230,8 @@ def markdown(steps, layers, info, args):
              f"{info['threads']} threads, load average at start {info['loadavg_at_start']}.", ""]
     for rows in layers:
         lines += [f"## One norm, forward + backward, input {' x '.join(map(str, rows[0]['shape']))} "
-                  f"(T x B x C); median of {args.layer_repeats}", "",
+                  f"(T x B x C), padding {100 * args.pad_fraction:.0f}% of positions; median of "
+                  f"{args.layer_repeats}", "",
                   "| variant | median ms | vs torch LayerNorm | first call s |", "|---|---:|---:|---:|"]
         for r in rows:
             first = "" if r["first_call_s"] is None else f"{r['first_call_s']:.1f}"
