@@ -158,6 +158,13 @@ class StepCountedNorm(PaddingAwareNorm):
         self._host_steps = 0
         self._pending_ok: Optional[HostFlag] = None
 
+    def set_step(self, t: int) -> None:
+        """Make ``t`` the number of training calls done (benchmarks and tests start a norm past
+        its warmups this way); the next call is ``t + 1``."""
+        self.num_steps.fill_(t)
+        self._host_steps = t
+        self._pending_ok = None
+
     def _next_step(self) -> int:
         """The 1-based index ``t`` of the training call about to run."""
         self._training_forward_begins()

@@ -40,8 +40,7 @@ def main(argv=None):
     models = build_variant_models(model_args("transformer_un_iwslt_de_en", "un"), task, list(NORM_OPS))
     for m in models["un"].modules():
         if isinstance(m, UnifiedNorm):
-            m.num_steps.fill_(5000)
-            m._host_steps = 5000
+            m.set_step(5000)
             m.omega.uniform_(0.5, 2.0)
     torch.manual_seed(0)
     B, T, pad = args.batch_size, args.seq_len, task.source_dictionary.pad()

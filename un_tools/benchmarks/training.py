@@ -93,8 +93,7 @@ def steady_state(model) -> None:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, StepCountedNorm):
-                m.num_steps.fill_(STEADY)
-                m._host_steps = STEADY
+                m.set_step(STEADY)
                 for name in ("running_var", "omega", "running_phi"):
                     if hasattr(m, name):
                         getattr(m, name).uniform_(0.5, 2.0)
