@@ -22,13 +22,13 @@ def kernels(monkeypatch):
     compiled.reset()
 
 
-def steps(norm, lengths, seed=0):
-    """One training forward + backward per length (T x 3 x C, one padded sentence)."""
+def steps(norm, lengths, seed=0, B=3):
+    """One training forward + backward per length (T x B x C, one padded sentence)."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for T in lengths:
-        x = torch.randn(T, 3, C, generator=gen).requires_grad_()
-        mask = torch.zeros(3, T, dtype=torch.bool)
+        x = torch.randn(T, B, C, generator=gen).requires_grad_()
+        mask = torch.zeros(B, T, dtype=torch.bool)
         mask[1, T // 2:] = True
         y = norm(x, mask)
         y.backward(torch.randn(y.shape, generator=gen))
@@ -40,9 +40,10 @@ def steps(norm, lengths, seed=0):
 def test_other_lengths_do_not_recompile(kernels, kind):
     kernels("compiled")
     norm = build_norm(kind, C, warmup=2, **({"window": 2} if kind != "power_noscale" else {}))
-    steps(norm, [7])
+    steps(norm, [64], B=64)  # T == B, and N a multiple of compiled.BLOCK: nothing to specialise on
     compiled_graphs = counters["stats"]["unique_graphs"]
-    steps(norm, [5, 9, 12, 30])
+    steps(norm, [5, 9, 12, 30, 64], B=64)
+    steps(norm, [7, 64], B=3)
     assert compiled.unavailable is None, compiled.unavailable
     assert counters["stats"]["unique_graphs"] == compiled_graphs, "a new sequence length recompiled"
 

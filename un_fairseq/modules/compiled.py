@@ -86,7 +86,9 @@ def run(name: str, *args):
         kernel = _compiled.get(name)
         if kernel is None:
             kernel = _compiled[name] = _compile(KERNELS[name])
-        return kernel(*args)
+        # detached aliases: the rows are views of T x B x C activations, and dynamo would guard
+        # on the base's sizes (T == B in one batch would then recompile for the next)
+        return kernel(*(a.detach() if isinstance(a, Tensor) else a for a in args))
     except Exception as err:  # noqa: BLE001  (any compiler failure: fall back, once)
         unavailable = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         logger.warning("torch.compile is unavailable for the norms' kernels (%s); using the eager "
