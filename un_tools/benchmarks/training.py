@@ -14,7 +14,8 @@
 3. ``--epoch-command``: print the Multi30k one-epoch comparison of UN and LN (commands only;
    run them on quiet cores).
 
-Medians of ``--repeats`` after ``--warmup`` calls, the variants interleaved. Writes
+Medians of ``--repeats`` after ``--warmup`` calls, the variants interleaved in a fresh random
+order each round. Writes
 ``training.json`` and ``training.md`` into ``--out``.
 
     python scripts/benchmark_training.py --threads 2 --out benchmarks/results/cpu
@@ -128,12 +129,32 @@ def emulated_un1d(model):
     return model
 
 
+def shuffled_rounds(calls, device, warmup, repeats, seed=0):
+    """Median seconds per call of each variant; every round runs each variant once, in a
+    fresh random order, so that no variant always follows the same one (the first of a fixed
+    round pays for what the last one left behind: page faults, evicted caches)."""
+    import random
+    import statistics
+
+    from un_fairseq.benchmarks.common import time_call
+
+    order, rng = list(calls), random.Random(seed)
+    for _ in range(warmup):
+        for name in order:
+            calls[name]()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(time_call(calls[name], device))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def per_layer(shape, args):
     """Median ms per forward + backward of one norm on ``shape`` = (T, B, C), every variant."""
     import torch
     from torch import nn
 
-    from un_fairseq.benchmarks.common import round_robin
     from un_fairseq.modules import NORM_TYPES, build_norm
 
     T, B, C = shape
@@ -170,7 +191,7 @@ def per_layer(shape, args):
         calls[label]()
         if mode == "compiled":
             compile_s[label] = time.perf_counter() - start
-    times = round_robin(calls, args.device, max(args.warmup, 3), args.layer_repeats)
+    times = shuffled_rounds(calls, args.device, max(args.warmup, 3), args.layer_repeats)
     ln = times["LayerNorm (torch)"]
     return [dict(variant=v, shape=[T, B, C], pad_fraction=args.pad_fraction, median_ms=t * 1e3, vs_layernorm=t / ln,
                  first_call_s=compile_s.get(v)) for v, t in times.items()]
@@ -180,7 +201,7 @@ def training_steps(args):
     import torch
     from torch import nn
 
-    from un_fairseq.benchmarks.common import build_variant_models, model_args, round_robin, toy_task
+    from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
 
     extra = []
     if args.smoke:
@@ -216,8 +237,8 @@ def training_steps(args):
             opt.step()
         return with_kernels(mode, step)
 
-    times = round_robin({name: step_fn(mode, m) for name, (mode, m) in models.items()}, args.device,
-                        args.warmup, args.repeats)
+    times = shuffled_rounds({name: step_fn(mode, m) for name, (mode, m) in models.items()}, args.device,
+                            args.warmup, args.repeats)
     tokens = args.batch_size * args.seq_len * 2
     return [dict(variant=v, median_s=t, tokens_per_s=tokens / t, vs_ln_pct=100 * (t / times["LN"] - 1))
             for v, t in times.items()]
