@@ -11,7 +11,7 @@ import un_fairseq  # noqa: F401  (installs the optimizer hooks, as --user-dir do
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 from reference import RefMABN, RefPowerNorm, RefUnifiedNorm
-from un_fairseq.modules import base, build_norm, loss_scale, row_sums, step_rollback
+from un_fairseq.modules import base, build_norm, compiled, loss_scale, row_sums, step_rollback
 
 STAT_VALUES = torch.tensor([1.0, 70000.0, 1e-9, 3.14159265])
 STATEFUL = ("un", "power", "power_noscale", "mabn", "batch")
@@ -101,7 +101,12 @@ def _assert_half_close(got, exp, what):
 @pytest.mark.parametrize("S", [0, 1.0, 2.0**7, 2.0**11, 2.0**15, 2.0**17, 2.0**20],
                          ids=lambda s: f"S{int(s)}" if s else "defect2")
 @pytest.mark.parametrize("kind", ["un", "power", "power_noscale", "mabn"])
-def test_fp16_backward_overflows_only_where_the_true_gradient_does(kind, S, device):
+@pytest.mark.parametrize("kernels", ["eager", "compiled"])
+def test_fp16_backward_overflows_only_where_the_true_gradient_does(kind, S, kernels, device, monkeypatch):
+    """On the eager kernels and on the compiled ones (``compiled.py``, float32 inside)."""
+    if kernels == "compiled" and device.type != "cpu":
+        pytest.skip("the compiled kernels are checked on the CPU")
+    monkeypatch.setattr(row_sums, "kernels", kernels)
     C = 8
     norm = build_norm(kind, C, **FAST[kind]).half().to(device)
     ref = REFS[kind](C, **FAST[kind])
@@ -121,6 +126,7 @@ def test_fp16_backward_overflows_only_where_the_true_gradient_does(kind, S, devi
         for name, exp in ref.buffers().items():
             if exp.is_floating_point():
                 _assert_half_close(getattr(norm, name).reshape(-1, C), exp.reshape(-1, C), f"{where}: {name}")
+    assert kernels == "eager" or compiled.unavailable is None, f"torch.compile failed: {compiled.unavailable}"
 
 
 # ----------------------------------------------------- fairseq's optimizer wrappers

@@ -1,6 +1,7 @@
 """The normalizers in ``un_fairseq.modules`` against the independent float64 reference
 in ``tests/reference.py`` (written from docs/normalizers.md only)."""
 
+import inspect
 import math
 
 import pytest
@@ -12,9 +13,11 @@ from reference import (
     RefUnifiedNorm, exact_rms_batch_norm,
 )
 from un_fairseq.modules import (
-    MABN, NORM_TYPES, LayerNorm, MaskedBatchNorm, NoNorm, PowerNorm, RMSNorm, UnifiedNorm,
-    build_norm, row_sums,
+    BATCH_STAT_NORM_TYPES, MABN, NORM_SPECS, NORM_TYPES, OFFLINE_NORM_TYPES, LayerNorm,
+    MaskedBatchNorm, NoNorm, PowerNorm, RMSNorm, UnifiedNorm, build_norm, norm_class, norm_type_of,
+    row_sums,
 )
+from un_fairseq.modules import compiled
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -40,16 +43,23 @@ STATEFUL = ("un", "power", "power_noscale", "mabn", "batch")
 DEVICE = torch.device("cpu")  # where the modules run: the `device` fixture (conftest --device)
 
 
-@pytest.fixture(autouse=True, params=["fused", "plain"])
+@pytest.fixture(autouse=True, params=["fused", "plain", "compiled"])
 def row_sums_path(request, monkeypatch, device):
-    """Every test here runs twice: through the fused CPU float32 kernels, and through the
-    plain ops that CUDA and half precision run (``row_sums``' other path), forced on CPU.
-    On ``--device cuda`` the modules run there (the plain ops) and the reference on the CPU."""
-    if request.param == "fused" and device.type != "cpu":
-        pytest.skip("the fused kernels are CPU-only")
+    """Every test here runs three times: through the fused CPU float32 kernels, through the
+    plain ops that CUDA and half precision run (``row_sums``' other path), forced on CPU, and
+    through the kernels compiled by ``torch.compile`` (``compiled.py``; compiled once per
+    process, dynamic shapes). On ``--device cuda`` the modules run there through the plain ops
+    (the default there) and the reference on the CPU."""
+    if request.param != "plain" and device.type != "cpu":
+        pytest.skip(f"the {request.param} kernels are checked on the CPU")
     monkeypatch.setattr(row_sums, "use_fused_cpu_kernel", request.param == "fused")
+    monkeypatch.setattr(row_sums, "kernels", "compiled" if request.param == "compiled" else "eager")
     monkeypatch.setitem(globals(), "DEVICE", device)
-    return request.param
+    if request.param == "compiled" and compiled.unavailable is not None:
+        pytest.fail(f"torch.compile failed: {compiled.unavailable}")
+    yield request.param
+    if request.param == "compiled":
+        assert compiled.unavailable is None, f"torch.compile failed: {compiled.unavailable}"
 
 
 # ----------------------------------------------------------------------- helpers
@@ -646,18 +656,18 @@ def test_build_norm_unknown_name():
         assert n in msg, f"valid name {n!r} missing from: {msg}"
 
 
-BAD_OPTIONS = [
-    (UnifiedNorm, "window", 0), (UnifiedNorm, "window", (0, 4)), (UnifiedNorm, "window", (4, 0)),
-    (UnifiedNorm, "window", -2), (UnifiedNorm, "momentum", 0.0), (UnifiedNorm, "momentum", 1.0),
-    (UnifiedNorm, "momentum", 1.5), (UnifiedNorm, "momentum", -0.1), (UnifiedNorm, "warmup", -1),
-    (UnifiedNorm, "eps", 0.0), (UnifiedNorm, "eps", -1e-5),
-    (MABN, "window", 0), (MABN, "momentum", 0.0), (MABN, "momentum", 1.0), (MABN, "warmup", -3),
-    (MABN, "eps", 0.0),
-    (PowerNorm, "warmup", -1), (PowerNorm, "eps", 0.0), (PowerNorm, "alpha_fwd", 1.0),
-    (PowerNorm, "alpha_bkw", 0.0), (PowerNorm, "alpha_fwd", 1.5),
-    (MaskedBatchNorm, "momentum", 1.5), (MaskedBatchNorm, "momentum", -0.1), (MaskedBatchNorm, "eps", 0.0),
-    (RMSNorm, "eps", 0.0), (RMSNorm, "eps", -1.0), (LayerNorm, "eps", -1.0),
-]
+#: Invalid values of each kind of option (``un_tools/norm_spec.KINDS``).
+BAD_VALUES = {"window": [0, -2, (0, 4), (4, 0)], "warmup": [-1, 2.5], "momentum": [0.0, 1.0, 1.5, -0.1],
+              "eps": [0.0, -1e-5], "groups": [0]}
+# generated from the registry: every option of every norm, each invalid value of its kind
+BAD_OPTIONS = [(norm_class(name), opt.name, value) for name, spec in NORM_SPECS.items()
+               for opt in spec.options for value in BAD_VALUES.get(opt.kind, [])]
+BAD_OPTIONS = list(dict.fromkeys(BAD_OPTIONS))  # PN and PN* share a class
+
+
+def test_bad_options_cover_every_kind():
+    kinds = {opt.kind for spec in NORM_SPECS.values() for opt in spec.options}
+    assert kinds - {"flag"} <= set(BAD_VALUES), f"no invalid values for {kinds - set(BAD_VALUES)}"
 
 
 @pytest.mark.parametrize("cls,opt,value", BAD_OPTIONS,
@@ -677,3 +687,44 @@ def test_build_norm_bad_options_raise(name, opt, value):
     with pytest.raises(ValueError) as e:
         build_norm(name, 8, **{opt: value})
     assert opt in str(e.value)
+
+
+@pytest.mark.parametrize("name", NORM_TYPES)
+def test_build_norm_refuses_an_option_its_spec_lacks(name):
+    with pytest.raises(TypeError) as e:
+        build_norm(name, 8, windw=3)
+    assert "windw" in str(e.value)
+
+
+# ------------------------------------------------------- the registry (norm_spec.py)
+@pytest.mark.parametrize("name", NORM_TYPES)
+def test_constructor_defaults_are_the_registry_defaults(name):
+    """Each default is declared once, in the spec; the constructor's signature reads it."""
+    params = inspect.signature(norm_class(name).__init__).parameters
+    for opt in NORM_SPECS[name].options:
+        assert params[opt.name].default == opt.default, f"{name}.{opt.name}"
+    built = build_norm(name, 8)
+    assert norm_type_of(built) == name
+    for opt in NORM_SPECS[name].options:
+        assert opt.check(built.constructor_options()[opt.name]) == opt.check(opt.default), opt.name
+
+
+@pytest.mark.parametrize("name", NORM_TYPES)
+def test_constructor_options_build_a_twin(name):
+    C = 8
+    kw = {**FAST[name], **({"num_groups": 2} if name == "power" else {})}
+    a = build_norm(name, C, **kw)
+    b = build_norm(name, C, **a.constructor_options())
+    assert a.constructor_options() == b.constructor_options() and repr(a) == repr(b)
+    gen = torch.Generator().manual_seed(5)
+    for i in range(5):  # crosses the warmup
+        x, mask, dy = make_batch(gen, 4, 3, C, scale=1.0 + i)
+        for p, q in zip(run_module(a, x, mask, dy), run_module(b, x, mask, dy)):
+            assert (p is None and q is None) or torch.equal(p, q)
+
+
+def test_registry_lists():
+    assert OFFLINE_NORM_TYPES == tuple(n for n in NORM_TYPES if NORM_SPECS[n].offline)
+    assert set(BATCH_STAT_NORM_TYPES) == {n for n in NORM_TYPES if "sync_stats" in NORM_SPECS[n].option_names}
+    for name in BATCH_STAT_NORM_TYPES:  # a batch-statistics norm is stateful in training
+        assert any(b.dtype == torch.float32 for b in build_norm(name, 8).buffers()), name

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from fairseq_fixtures import REPO
-from un_tools.norm_names import NORM_TYPES
+from un_tools.norm_spec import NORM_TYPES
 from un_tools.reproduce import config, device, evaluate, heldout, logs, tables, train
 from un_tools.reproduce.portable import portable_command
 

@@ -3,6 +3,8 @@ validation and safe checkpoint loading."""
 
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,8 +12,9 @@ from torch import nn
 
 import un_fairseq  # noqa: F401  (registers the models, allows fairseq checkpoint types)
 from fairseq import checkpoint_utils, options, tasks
-from fairseq_fixtures import TINY_MODEL
-from un_fairseq.modules import NORM_TYPES, PaddingAwareNorm, norm_type_of
+from fairseq_fixtures import REPO, TINY_MODEL
+from un_fairseq.modules import NORM_SPECS, NORM_TYPES, PaddingAwareNorm, norm_type_of
+from un_tools.norm_spec import flag_options
 
 ENCODER_POSITIONS = ("self_attn_layer_norm", "final_layer_norm")
 DECODER_POSITIONS = ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")
@@ -189,11 +192,87 @@ def test_malicious_checkpoint_is_refused(tmp_path):
 
 
 def test_norm_flags_are_listed_with_their_help(capsys):
-    """fairseq's --help exits before adding model flags; norm_args' own listing shows them."""
+    """``python -m un_fairseq.models.norm_args`` lists the norm flags alone."""
     from un_fairseq.models import norm_args
 
     assert norm_args.main() == 0
     out = capsys.readouterr().out
-    for flag in ("--norm-type", "--un-window", "--un-warmup", "--un-count-padding", "--sync-norm-stats"):
+    for flag in ("--norm-type", *(opt.flag for opt, _ in flag_options().values())):
         assert flag in out
     assert "power_noscale" in out
+
+
+def test_fairseq_train_help_lists_the_norm_flags(tmp_path):
+    """fairseq's first parse used to print the help before any model flag was added."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fairseq_cli.train", str(tmp_path), "--user-dir", "un_fairseq",
+         "--arch", "transformer_un", "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --")}
+    expected = {"--norm-type", "--encoder-norm-type", "--fused-output-projection",
+                "--encoder-layers", "--source-lang",  # fairseq's model and task flags too
+                *(opt.flag for opt, _ in flag_options().values())}
+    assert expected <= listed, f"missing from --help: {sorted(expected - listed)}"
+
+
+# ------------------------------------------- every norm flag reaches the built modules
+def other_value(opt):
+    """A valid value of ``opt`` that is not its default: ``(command-line text, value)``."""
+    if opt.kind == "flag":
+        return None, not opt.default
+    if opt.kind == "window":
+        return str(opt.default + 1), opt.default + 1
+    if opt.kind == "warmup":
+        return str(opt.default + 7), opt.default + 7
+    if opt.kind == "momentum":
+        value = 0.77 if opt.default != 0.77 else 0.66
+        return str(value), value
+    if opt.kind == "eps":
+        return "3e-05", 3e-5
+    raise AssertionError(f"no test value for options of kind {opt.kind!r}: add one here")
+
+
+FLAG_CASES = [(norm, dest) for dest, (_, norms) in flag_options().items() for norm in norms]
+
+
+def built_norms(toy_data, *flags):
+    args = options.parse_args_and_arch(
+        options.get_training_parser(),
+        [str(toy_data), "--user-dir", "un_fairseq", *TINY_MODEL, "--cpu", *flags])
+    task = tasks.setup_task(args)
+    return args, list(norms_by_position(task.build_model(args)).values())
+
+
+def same(opt, got, expected):
+    return opt.check(got) == opt.check(expected)
+
+
+@pytest.mark.parametrize("norm,dest", FLAG_CASES, ids=[f"{n}-{d}" for n, d in FLAG_CASES])
+def test_every_norm_flag_reaches_the_built_modules(toy_data, norm, dest):
+    """Generated from the registry: a new option with a flag is covered without a new test."""
+    opt, _ = flag_options()[dest]
+    text, value = other_value(opt)
+    flag = [opt.flag] if text is None else [opt.flag, text]
+    _, norms = built_norms(toy_data, "--norm-type", norm, *flag)
+    assert len(norms) == 12
+    for module in norms:
+        assert norm_type_of(module) == norm
+        got = module.constructor_options()[opt.name]
+        assert same(opt, got, value), f"{opt.flag} {text}: {norm} built with {opt.name}={got!r}"
+
+
+@pytest.mark.parametrize("norm", [n for n in NORM_TYPES if NORM_SPECS[n].options])
+def test_without_flags_the_modules_get_the_registry_defaults(toy_data, norm):
+    args, norms = built_norms(toy_data, "--norm-type", norm, "--warmup-updates", "123")
+    for opt in NORM_SPECS[norm].options:
+        if opt.from_model is not None:
+            expected = args.encoder_attention_heads  # == the decoder's in TINY_MODEL
+        elif opt.fallback is not None:
+            expected = getattr(args, opt.fallback)
+        else:
+            expected = opt.default
+        for module in norms:
+            got = module.constructor_options()[opt.name]
+            assert same(opt, got, expected), f"{norm}: {opt.name}={got!r}, expected {expected!r}"

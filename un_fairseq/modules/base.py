@@ -12,10 +12,24 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from un_tools.norm_spec import NORM_SPECS
+
 from . import step_rollback
 
 
-class PaddingAwareNorm(nn.Module):
+class SpecOptions:
+    """Mixin: the options a norm was built with, named as in its spec (``norm_spec.py``)."""
+
+    #: the ``--norm-type`` name whose spec lists the options
+    norm_type: Optional[str] = None
+
+    def constructor_options(self) -> Dict[str, Any]:
+        """``build_norm(self.norm_type, self.num_features, **self.constructor_options())``
+        builds this norm's twin."""
+        return {name: getattr(self, name) for name in NORM_SPECS[self.norm_type].option_names}
+
+
+class PaddingAwareNorm(SpecOptions, nn.Module):
     """Base class: ``forward(x, padding_mask=None)``.
 
     fairseq's layers call their norms with ``x`` only, so the surrounding encoder or decoder
@@ -37,6 +51,10 @@ class PaddingAwareNorm(nn.Module):
             if new.dtype != old.dtype:  # a dtype change: keep the float32 values, move them only
                 self._buffers[name] = old.to(new.device)
         return self
+
+    def extra_repr(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in self.constructor_options().items())
+        return f"{self.num_features}, {options}"
 
     def _training_forward_begins(self) -> None:
         """Called before each training forward that may change state: lets
@@ -139,6 +157,13 @@ class StepCountedNorm(PaddingAwareNorm):
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
         self._host_steps = 0
         self._pending_ok: Optional[HostFlag] = None
+
+    def set_step(self, t: int) -> None:
+        """Make ``t`` the number of training calls done (benchmarks and tests start a norm past
+        its warmups this way); the next call is ``t + 1``."""
+        self.num_steps.fill_(t)
+        self._host_steps = t
+        self._pending_ok = None
 
     def _next_step(self) -> int:
         """The 1-based index ``t`` of the training call about to run."""

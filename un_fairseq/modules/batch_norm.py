@@ -2,7 +2,8 @@
 excluded: offline, foldable at inference.
 
 Mean and biased variance per channel over real tokens, full autograd through them; running
-statistics with PyTorch's convention (momentum 0.1, running_var from the unbiased variance).
+statistics with PyTorch's convention (``momentum`` weighs the new batch, running_var is
+updated from the unbiased variance).
 """
 
 from typing import Optional, Tuple
@@ -10,9 +11,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from un_tools.norm_spec import NORM_SPECS
+
 from .base import PaddingAwareNorm, as_rows, keep_if
-from .options import check_eps, check_momentum
 from .sync import global_mean_var, stats_group
+
+SPEC = NORM_SPECS["batch"]
+_DEFAULT = SPEC.defaults
 
 
 def _masked_mean(values: Tensor, keep: Optional[Tensor], n) -> Tensor:
@@ -25,30 +30,30 @@ def _masked_mean(values: Tensor, keep: Optional[Tensor], n) -> Tensor:
 class MaskedBatchNorm(PaddingAwareNorm):
     """Batch norm over non-padding tokens (Ioffe & Szegedy, ICML 2015); offline.
 
+    Args (defaults and checks: ``un_tools/norm_spec.py``): ``momentum``, ``eps``, ``sync_stats``.
+
     Shape: x ``T x B x C`` (any ``... x C`` without a mask), padding_mask ``B x T``.
     Buffers: ``running_mean``, ``running_var`` (C), ``num_batches_tracked``.
     ``sync_stats=True`` shares the batch statistics, and their gradients, across
     torch.distributed's default group when it is initialised (``modules/sync.py``).
     """
 
+    norm_type = "batch"
     stat_buffers = ("running_mean", "running_var")
 
     def __init__(
-        self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, sync_stats: bool = False
+        self, num_features: int, momentum: float = _DEFAULT.momentum, eps: float = _DEFAULT.eps,
+        sync_stats: bool = _DEFAULT.sync_stats,
     ) -> None:
         super().__init__()
         self.num_features = num_features
-        self.momentum = check_momentum("momentum", momentum)
-        self.eps = check_eps("eps", eps)
-        self.sync_stats = bool(sync_stats)
+        for name, value in SPEC.check(momentum=momentum, eps=eps, sync_stats=sync_stats).items():
+            setattr(self, name, value)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, sync_stats={self.sync_stats}"
 
     def inference_scale(self) -> Tuple[Tensor, Tensor]:
         """The inference map ``y = a * x + b`` as float32 ``(a, b)``."""

@@ -6,30 +6,36 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .options import check_eps
+from un_tools.norm_spec import NORM_SPECS
+
+from .base import SpecOptions
 
 
-class LayerNorm(nn.LayerNorm):
+class LayerNorm(SpecOptions, nn.LayerNorm):
     """Layer normalisation (Ba et al., 2016), as fairseq builds it; online."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, **kwargs) -> None:
-        super().__init__(num_features, eps=check_eps("eps", eps), **kwargs)
+    norm_type = "layer"
+
+    def __init__(self, num_features: int, eps: float = NORM_SPECS["layer"].default("eps"), **kwargs) -> None:
+        super().__init__(num_features, eps=NORM_SPECS["layer"].option("eps").check(eps), **kwargs)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         return super().forward(x)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(SpecOptions, nn.Module):
     """Root-mean-square layer normalisation (Zhang & Sennrich, NeurIPS 2019); online.
 
     ``y = gamma * x / sqrt(mean_c x^2 + eps)``, the mean in float32. Shape: ``... x C``.
     No bias, as in the spec and the paper's formulation.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+    norm_type = "rms"
+
+    def __init__(self, num_features: int, eps: float = NORM_SPECS["rms"].default("eps")) -> None:
         super().__init__()
         self.num_features = num_features
-        self.eps = check_eps("eps", eps)
+        self.eps = NORM_SPECS["rms"].option("eps").check(eps)
         self.weight = nn.Parameter(torch.ones(num_features))
 
     def extra_repr(self) -> str:
@@ -40,8 +46,10 @@ class RMSNorm(nn.Module):
         return (x * inv_rms.to(x.dtype)) * self.weight.to(x.dtype)
 
 
-class NoNorm(nn.Module):
+class NoNorm(SpecOptions, nn.Module):
     """No normalisation: the identity (the paper's "w/o Norm" row)."""
+
+    norm_type = "none"
 
     def __init__(self, num_features: int = 0) -> None:
         super().__init__()

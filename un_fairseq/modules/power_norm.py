@@ -13,12 +13,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from . import loss_scale
-from .base import StepCountedNorm, as_rows, keep_if
-from .row_sums import RowGrad
-from .options import check_eps, check_momentum, check_warmup
-from .sync import global_quadratic_mean, stats_group, summed
+from un_tools.norm_spec import NORM_SPECS
 
+from .base import keep_if
+from .batch_stats import BatchStatNorm, ForwardStats
+
+SPEC = NORM_SPECS["power"]  # PN*'s options are PN's without num_groups
+_DEFAULT = SPEC.defaults
 GROUP_SCALING_EPS = 1e-5
 
 
@@ -33,14 +34,16 @@ def group_scaling(x: Tensor, num_groups: int) -> Tensor:
     return (groups * torch.rsqrt(moment2 + GROUP_SCALING_EPS).to(x.dtype)).reshape(x.shape)
 
 
-class PowerNorm(StepCountedNorm):
+class PowerNorm(BatchStatNorm):
     """PowerNorm (Shen et al., ICML 2020); online with ``layer_scale`` (PN), offline without
     it (PN*).
 
+    Args (defaults and checks: ``un_tools/norm_spec.py``): ``num_groups`` of the layer-scale,
+    ``warmup`` ``W``, ``alpha_fwd``, ``alpha_bkw``, ``eps``, ``layer_scale``,
+    ``count_padding``, ``sync_stats`` (``modules/sync.py``).
+
     Shape: x ``T x B x C`` (any ``... x C`` without a mask), padding_mask ``B x T``.
     Buffers: ``running_phi`` (C, init 1), ``grad_ema`` (C, the spec's Gamma), ``num_steps``.
-    ``sync_stats=True`` shares the batch statistics across torch.distributed's default group
-    when it is initialised (``modules/sync.py``).
     """
 
     stat_buffers = ("running_phi", "grad_ema")
@@ -48,42 +51,37 @@ class PowerNorm(StepCountedNorm):
     def __init__(
         self,
         num_features: int,
-        num_groups: int = 4,
-        warmup: int = 4000,
-        alpha_fwd: float = 0.9,
-        alpha_bkw: float = 0.9,
-        eps: float = 1e-5,
+        num_groups: int = _DEFAULT.num_groups,
+        warmup: int = _DEFAULT.warmup,
+        alpha_fwd: float = _DEFAULT.alpha_fwd,
+        alpha_bkw: float = _DEFAULT.alpha_bkw,
+        eps: float = _DEFAULT.eps,
         layer_scale: bool = True,
-        count_padding: bool = False,
-        sync_stats: bool = False,
+        count_padding: bool = _DEFAULT.count_padding,
+        sync_stats: bool = _DEFAULT.sync_stats,
     ) -> None:
         super().__init__()
-        if layer_scale and (num_groups < 1 or num_features % num_groups):
+        if layer_scale and (isinstance(num_groups, bool) or not isinstance(num_groups, int)
+                            or num_groups < 1 or num_features % num_groups):
             raise ValueError(
                 f"num_groups={num_groups!r} is not allowed: it must be >= 1 and divide "
                 f"num_features={num_features}"
             )
+        o = SPEC.check(warmup=warmup, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps,
+                       count_padding=count_padding, sync_stats=sync_stats)
         self.num_features = num_features
         self.num_groups = num_groups
-        self.warmup = check_warmup("warmup", warmup)
-        self.alpha_fwd = check_momentum("alpha_fwd", alpha_fwd)
-        self.alpha_bkw = check_momentum("alpha_bkw", alpha_bkw)
-        self.eps = check_eps("eps", eps)
+        for name, value in o.items():
+            setattr(self, name, value)
         self.layer_scale = bool(layer_scale)
-        self.count_padding = bool(count_padding)
-        self.sync_stats = bool(sync_stats)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_phi", torch.ones(num_features))
         self.register_buffer("grad_ema", torch.zeros(num_features))
 
-    def extra_repr(self) -> str:
-        groups = f"num_groups={self.num_groups}, " if self.layer_scale else ""
-        return (
-            f"{self.num_features}, {groups}warmup={self.warmup}, alpha_fwd={self.alpha_fwd}, "
-            f"alpha_bkw={self.alpha_bkw}, eps={self.eps}, layer_scale={self.layer_scale}, "
-            f"count_padding={self.count_padding}, sync_stats={self.sync_stats}"
-        )
+    @property
+    def norm_type(self) -> str:
+        return "power" if self.layer_scale else "power_noscale"
 
     @property
     def offline(self) -> bool:
@@ -97,44 +95,23 @@ class PowerNorm(StepCountedNorm):
         dtype = x.dtype
         if self.layer_scale:  # a per-token statistic: kept in float32 like the others
             x = group_scaling(x.float(), self.num_groups)
-        if not self.training:
-            return self.inference_affine(x).to(dtype)
-        rows, keep, n = as_rows(x, padding_mask, self.count_padding)
-        y = _PowerNormFunction.apply(rows, self.weight, self.bias, self, keep, n, self._next_step(),
-                                     stats_group(self.sync_stats))
-        return y.view(x.shape).to(dtype)
+        return super().normalize(x, padding_mask).to(dtype)
 
-
-class _PowerNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, pn: PowerNorm, keep, n, t: int, group):
-        s, n = global_quadratic_mean(x, keep, n, group)
-        ok = torch.isfinite(s).all()
-        phi = pn.running_phi
-        inv_fwd = torch.rsqrt((s if t <= pn.warmup else phi) + pn.eps)
-        y = torch.addcmul(bias.to(x.dtype), x, (weight.float() * inv_fwd).to(x.dtype))
-        new_phi = phi * (t - 1) / t + s / t if t < pn.warmup else phi
-        new_phi = pn.alpha_fwd * new_phi + (1 - pn.alpha_fwd) * s
+    def forward_statistics(self, s: Tensor, ok: Tensor, t: int) -> ForwardStats:
+        """Spec PN steps 3-4: divide by ``s`` during warmup, by ``phi`` after; update ``phi``;
+        ``dx`` is divided by the current batch's ``sqrt(s + eps)``."""
+        phi = self.running_phi
+        sigma2 = s if t <= self.warmup else phi.clone()
+        new_phi = phi * (t - 1) / t + s / t if t < self.warmup else phi
+        new_phi = self.alpha_fwd * new_phi + (1 - self.alpha_fwd) * s
         phi.copy_(keep_if(ok, new_phi, phi))
-        pn._count_step(ok)
+        return ForwardStats(sigma2, out_var=s)
 
-        ctx.save_for_backward(x, keep, inv_fwd, torch.rsqrt(s + pn.eps), s, weight, ok)
-        ctx.pn, ctx.n, ctx.group = pn, n, group
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, keep, inv_fwd, inv_s, s, weight, ok = ctx.saved_tensors
-        pn = ctx.pn
-        gamma = weight.float()
-        nu = (1 - pn.alpha_bkw) * pn.grad_ema
-        scale = loss_scale.current()  # keep grad_ema in unscaled units (see loss_scale.py)
-        grad = RowGrad(dy, x, keep, ctx.n, gamma, inv_fwd, inv_s)
-        # mean(gh * z) with gh = g - nu z and z = x * inv_fwd, mean(x^2) being s
-        mean_gz = summed(grad.mean_gz, ctx.group)
-        gz = mean_gz if loss_scale.is_one(scale) else mean_gz / scale
-        delta = gz - nu * inv_fwd * inv_fwd * s
+    def backward_coefficient(self, gz: Tensor, ok: Tensor, t: int, stats: ForwardStats) -> Tensor:
+        """Spec PN step 5: ``c = nu = (1 - alpha_b) * Gamma``, then ``Gamma += mean(gh * z)``
+        with ``gh = g - nu z`` (``mean(z^2) = s / (sigma2 + eps)``)."""
+        nu = (1 - self.alpha_bkw) * self.grad_ema
+        delta = gz - nu * stats.inv_std * stats.inv_std * stats.s
         ok = ok & torch.isfinite(delta).all()
-        pn.grad_ema.copy_(keep_if(ok, pn.grad_ema + delta, pn.grad_ema))
-        dx = grad.dx(nu if loss_scale.is_one(scale) else nu * scale)
-        return dx, grad.dgamma().to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None, None
+        self.grad_ema.copy_(keep_if(ok, self.grad_ema + delta, self.grad_ema))
+        return nu

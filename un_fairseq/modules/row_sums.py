@@ -13,14 +13,20 @@ Two code paths, chosen per call by :func:`_fused`:
   that every half-precision intermediate is of the size of ``z`` (about 1), ``g`` or the
   result: an fp16 backward overflows only where the true gradient does.
 
-Tests run the whole float64-reference suite through both paths on CPU by setting
-:data:`use_fused_cpu_kernel` to False.
+A third path, chosen by :data:`kernels` (``--norm-kernels``): the same sums and maps as pure
+functions compiled with ``torch.compile`` (``compiled.py``); where compilation is
+unavailable the two eager paths above run instead.
+
+Tests run the whole float64-reference suite through every path on CPU by setting
+:data:`use_fused_cpu_kernel` to False, or :data:`kernels` to ``"compiled"``.
 """
 
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from . import compiled
 
 _bn_backward = torch.ops.aten.native_batch_norm_backward
 _EPS = 1e-5
@@ -29,6 +35,36 @@ _EPS = 1e-5
 #: Take the fused CPU float32 kernel where it applies; False forces the plain ops that CUDA
 #: and half precision run (tests switch it to run that path on CPU).
 use_fused_cpu_kernel = True
+
+
+#: Where the compiled kernels were measured faster than the eager ones: by device type, the
+#: smallest activations (elements, ``N * C``) that ``kernels = "auto"`` compiles for; None:
+#: never (``docs/normalizers.md``, "Kernels"). Small calls stay eager: there the compiled
+#: kernels' fixed cost per call (guards, dispatch) outweighs what they save.
+COMPILED_BY_DEFAULT = {"cpu": 2 ** 18, "cuda": None}
+
+#: Which kernels the batch-statistics norms run: "eager", "compiled", or "auto" (compiled
+#: where :data:`COMPILED_BY_DEFAULT` says). Set by ``--norm-kernels``.
+kernels = "auto"
+KERNEL_CHOICES = ("auto", "eager", "compiled")
+
+
+def select(mode: str) -> None:
+    """Set :data:`kernels` (``--norm-kernels``)."""
+    global kernels
+    if mode not in KERNEL_CHOICES:
+        raise ValueError(f"kernels={mode!r} is not allowed: choose one of {', '.join(KERNEL_CHOICES)}")
+    kernels = mode
+
+
+def _compiled(x: Tensor) -> bool:
+    """Take the compiled kernels for activations like ``x``."""
+    if kernels == "eager" or compiled.unavailable is not None:
+        return False
+    if kernels == "compiled":
+        return True
+    smallest = COMPILED_BY_DEFAULT.get(x.device.type)
+    return smallest is not None and x.numel() >= smallest
 
 
 def _fused(*tensors: Tensor) -> bool:
@@ -59,9 +95,22 @@ def quadratic_mean(x: Tensor, keep: Optional[Tensor], n) -> Tensor:
 
     Off the fused path the squares are accumulated in float32 by ``vector_norm`` (no
     ``x * x`` in half precision, which overflows above 256)."""
+    if _compiled(x):
+        total = compiled.run("square_sum", x, keep)
+        if total is not None:
+            return total / n
     if _fused(x):
         return sum_of_products(x, kept(x, keep)) / n
     return torch.linalg.vector_norm(kept(x, keep), dim=0, dtype=torch.float32).square() / n
+
+
+def scale_shift(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``x * a + b`` in ``x``'s dtype, ``a`` and ``b`` float32 ``(C,)`` (the forward's map)."""
+    if _compiled(x):
+        y = compiled.run("scale_shift", x, a, b)
+        if y is not None:
+            return y
+    return torch.addcmul(b.to(x.dtype), x, a.to(x.dtype))
 
 
 class RowGrad:
@@ -80,8 +129,11 @@ class RowGrad:
 
     def __init__(self, dy: Tensor, x: Tensor, keep: Optional[Tensor], n, gain: Tensor,
                  z_scale: Tensor, out_scale: Tensor) -> None:
-        self.fused = _fused(dy, x)
         self.z_scale, self.out_scale, self.gain = z_scale, out_scale, gain
+        self.compiled = _compiled(x) and self._compiled_sums(dy, x, keep, n)
+        self.fused = not self.compiled and _fused(dy, x)
+        if self.compiled:
+            return
         if self.fused:  # dx = dy * a - x * b, as ATen's kernel gives dy * a
             self.xk = kept(x, keep)
             mean, var = _unit_stats(x)
@@ -107,14 +159,29 @@ class RowGrad:
         self.mean_gz = gain * (sum_keep / n)
         self.sum_dy = dy.sum(0, dtype=torch.float32)
 
+    def _compiled_sums(self, dy: Tensor, x: Tensor, keep: Optional[Tensor], n) -> bool:
+        sums = compiled.run("grad_sums", dy, x, keep)
+        if sums is None:
+            return False
+        self.sum_dy, self._sum_dy_x, sum_keep = sums
+        self.mean_gz = self.gain * self.z_scale * (sum_keep / n)
+        self._dy, self._x, self._keep = dy, x, keep
+        return True
+
     def dgamma(self, r: Optional[Tensor] = None) -> Tensor:
         """``sum over all rows of dy * r * z`` (``r`` None for 1), float32."""
-        if self.fused:
+        if self.fused or self.compiled:
             return self.z_scale * self._sum_dy_x if r is None else r * self.z_scale * self._sum_dy_x
         return self._sum_dy_z if r is None else r * self._sum_dy_z
 
     def dx(self, c: Tensor) -> Tensor:
         """``(g - c * z) * out_scale`` in ``dy``'s dtype; call once."""
+        if self.compiled:
+            a = self.gain * self.out_scale
+            dx = compiled.run("grad_input", self._dy, self._x, self._keep, a, c * self.z_scale * self.out_scale)
+            if dx is None:  # compilation failed after the sums: the same map, eager
+                dx = compiled.grad_input(self._dy, self._x, self._keep, a, c * self.z_scale * self.out_scale)
+            return dx
         if self.fused:
             return self._dx.addcmul_(self.xk, -(c * self.z_scale * self.out_scale))
         dtype = self._z.dtype

@@ -17,15 +17,13 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from . import loss_scale
-from .base import StepCountedNorm, as_rows, keep_if
-from .row_sums import RowGrad
-from .options import check_eps, check_momentum, check_warmup, check_window
-from .sync import global_quadratic_mean, stats_group, summed
+from un_tools.norm_spec import NORM_SPECS
 
-# The release keeps r = 1 for this many steps at least, then clamps it to [1/5, 5].
-R_WARMUP_MIN = 1000
-R_MIN, R_MAX = 0.2, 5.0
+from .base import keep_if
+from .batch_stats import BatchStatNorm, ForwardStats, compensation
+
+SPEC = NORM_SPECS["un"]
+_DEFAULT = SPEC.defaults
 
 
 def geometric_mean(ring: Tensor) -> Tensor:
@@ -33,10 +31,10 @@ def geometric_mean(ring: Tensor) -> Tensor:
     return ring.log().mean(0).exp()
 
 
-class UnifiedNorm(StepCountedNorm):
+class UnifiedNorm(BatchStatNorm):
     """Unified Normalization (Yang et al., ACM MM 2022); offline: folds into the next linear.
 
-    Args:
+    Args (defaults and checks: ``un_tools/norm_spec.py``):
         num_features: ``C``.
         window: ``M``, the number of recent batches averaged; an int or a pair
             ``(forward, backward)``.
@@ -60,34 +58,34 @@ class UnifiedNorm(StepCountedNorm):
     ``num_steps`` and ``num_skips`` (int64 scalars).
     """
 
+    norm_type = "un"
     stat_buffers = ("running_var", "psi", "omega", "phi")
 
     def __init__(
         self,
         num_features: int,
-        window: Union[int, Tuple[int, int]] = 4,
-        warmup: int = 4000,
-        momentum: float = 0.9,
-        eps: float = 1e-5,
-        outlier_filtration: bool = False,
-        count_padding: bool = False,
-        fp_geometric_mean: bool = True,
-        bp_moving_average: bool = True,
-        bp_momentum: bool = True,
-        sync_stats: bool = False,
+        window: Union[int, Tuple[int, int]] = _DEFAULT.window,
+        warmup: int = _DEFAULT.warmup,
+        momentum: float = _DEFAULT.momentum,
+        eps: float = _DEFAULT.eps,
+        outlier_filtration: bool = _DEFAULT.outlier_filtration,
+        count_padding: bool = _DEFAULT.count_padding,
+        fp_geometric_mean: bool = _DEFAULT.fp_geometric_mean,
+        bp_moving_average: bool = _DEFAULT.bp_moving_average,
+        bp_momentum: bool = _DEFAULT.bp_momentum,
+        sync_stats: bool = _DEFAULT.sync_stats,
     ) -> None:
         super().__init__()
+        o = SPEC.check(
+            window=window, warmup=warmup, momentum=momentum, eps=eps,
+            outlier_filtration=outlier_filtration, count_padding=count_padding,
+            fp_geometric_mean=fp_geometric_mean, bp_moving_average=bp_moving_average,
+            bp_momentum=bp_momentum, sync_stats=sync_stats,
+        )
         self.num_features = num_features
-        self.fwd_window, self.bwd_window = check_window("window", window)
-        self.warmup = check_warmup("warmup", warmup)
-        self.momentum = check_momentum("momentum", momentum)
-        self.eps = check_eps("eps", eps)
-        self.outlier_filtration = bool(outlier_filtration)
-        self.count_padding = bool(count_padding)
-        self.fp_geometric_mean = bool(fp_geometric_mean)
-        self.bp_moving_average = bool(bp_moving_average)
-        self.bp_momentum = bool(bp_momentum)
-        self.sync_stats = bool(sync_stats)
+        self.fwd_window, self.bwd_window = o.pop("window")
+        for name, value in o.items():
+            setattr(self, name, value)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
@@ -96,38 +94,22 @@ class UnifiedNorm(StepCountedNorm):
         self.register_buffer("phi", torch.zeros(self.bwd_window, num_features))
         self.register_buffer("num_skips", torch.zeros((), dtype=torch.long))
 
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, window=({self.fwd_window}, {self.bwd_window}), "
-            f"warmup={self.warmup}, momentum={self.momentum}, eps={self.eps}, "
-            f"outlier_filtration={self.outlier_filtration}, count_padding={self.count_padding}, "
-            f"fp_geometric_mean={self.fp_geometric_mean}, "
-            f"bp_moving_average={self.bp_moving_average}, bp_momentum={self.bp_momentum}, "
-            f"sync_stats={self.sync_stats}"
-        )
+    @property
+    def window(self) -> Tuple[int, int]:
+        return (self.fwd_window, self.bwd_window)
 
     def inference_scale(self) -> Tuple[Tensor, Tensor]:
         """The inference map ``y = a * x + b`` as float32 ``(a, b)`` (paper Algorithm 1)."""
         a = self.weight.float() * torch.rsqrt(self.running_var + self.eps)
         return a, self.bias.float()
 
-    def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        if not self.training:
-            return self.inference_affine(x)
-        rows, keep, n = as_rows(x, padding_mask, self.count_padding)
-        t = self._next_step()
-        group = stats_group(self.sync_stats)
-        y = _UnifiedNormFunction.apply(rows, self.weight, self.bias, self, keep, n, t, group)
-        return y.view(x.shape)
+    # -- the forward statistics, spec steps 3-7 and 9 ------------------------------------
 
-
-    # -- the forward statistics, spec steps 2-7 ------------------------------------------
-
-    def _forward_statistics(self, s: Tensor, ok: Tensor, t: int):
-        """Update ``omega`` and pick ``sigma2``; return ``(sigma2, r, skip)``.
+    def forward_statistics(self, s: Tensor, ok: Tensor, t: int) -> ForwardStats:
+        """Update ``omega``, pick ``sigma2``, ``r`` and ``skip``, update ``running_var``.
 
         ``skip`` is a Python bool when it is known on the host, else a 0-dim bool tensor
-        (the outlier test), so that no branch waits on the device. ``r`` is None for 1.
+        (the outlier test), so that no branch waits on the device.
         """
         M, W, omega = self.fwd_window, self.warmup, self.omega
         slot = t % M
@@ -149,18 +131,19 @@ class UnifiedNorm(StepCountedNorm):
         else:
             sigma2 = torch.where(skip, s, geometric_mean(omega))
 
-        r = None
-        if t > max(R_WARMUP_MIN, W) and skip is not True:
-            r = (torch.sqrt(sigma2 + self.eps) / torch.sqrt(self.running_var + self.eps)).clamp(R_MIN, R_MAX)
-            if skip is not False:
-                r = torch.where(skip, torch.ones_like(r), r)
-        return sigma2, r, skip
+        r = None if skip is True else compensation(sigma2, self.running_var, self.eps, t, W)
+        if r is not None and skip is not False:
+            r = torch.where(skip, torch.ones_like(r), r)
+        new_var = self.momentum * self.running_var + (1 - self.momentum) * sigma2
+        self.running_var.copy_(keep_if(ok, new_var, self.running_var))
+        return ForwardStats(sigma2, r=r, skip=skip)
 
     # -- the backward statistics, spec backward steps 2-5 --------------------------------
 
-    def _backward_statistics(self, gz: Tensor, ok: Tensor, t: int, skip) -> Tensor:
+    def backward_coefficient(self, gz: Tensor, ok: Tensor, t: int, stats: ForwardStats) -> Tensor:
         """Update ``phi`` and ``psi``; return ``c``, the coefficient of ``z`` in ``dx``."""
-        M, W, phi, psi = self.bwd_window, self.warmup, self.phi, self.psi
+        M, W, phi, psi, skip = self.bwd_window, self.warmup, self.phi, self.psi, stats.skip
+        ok = ok & torch.isfinite(gz).all()
         slot = t % M
         if skip is False:
             entry = gz
@@ -184,39 +167,3 @@ class UnifiedNorm(StepCountedNorm):
         if skip is True:
             return m
         return torch.where(skip, m, new_psi)
-
-
-class _UnifiedNormFunction(torch.autograd.Function):
-    """Training forward and backward of :class:`UnifiedNorm` on rows ``N x C``."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, un: UnifiedNorm, keep, n, t: int, group):
-        s, n = global_quadratic_mean(x, keep, n, group)  # quadratic mean, spec step 2
-        ok = torch.isfinite(s).all()
-        sigma2, r, skip = un._forward_statistics(s, ok, t)
-        inv_std = torch.rsqrt(sigma2 + un.eps)
-        y = torch.addcmul(bias.to(x.dtype), x, (weight.float() * inv_std).to(x.dtype))
-        new_var = un.momentum * un.running_var + (1 - un.momentum) * sigma2
-        un.running_var.copy_(keep_if(ok, new_var, un.running_var))
-        un._count_step(ok)
-
-        ctx.save_for_backward(x, keep, inv_std, weight, r, ok)
-        ctx.un, ctx.n, ctx.t, ctx.skip, ctx.group = un, n, t, skip, group
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, keep, inv_std, weight, r, ok = ctx.saved_tensors
-        un = ctx.un
-        gamma_r = weight.float() if r is None else weight.float() * r
-        grad = RowGrad(dy, x, keep, ctx.n, gamma_r, inv_std, inv_std)
-        gz = summed(grad.mean_gz, ctx.group)  # mean over real rows of g * z, in units of dy
-        scale = loss_scale.current()  # dy = S * the true gradient: the statistics stay unscaled
-        if not loss_scale.is_one(scale):
-            gz = gz / scale
-        ok = ok & torch.isfinite(gz).all()
-        c = un._backward_statistics(gz, ok, ctx.t, ctx.skip)
-        if not loss_scale.is_one(scale):
-            c = c * scale
-        dx = grad.dx(c)
-        return dx, grad.dgamma(r).to(weight.dtype), grad.sum_dy.to(weight.dtype), None, None, None, None, None

@@ -35,7 +35,7 @@ from typing import Dict, List
 
 from un_tools.atomic import atomic_path
 from un_tools.benchmarks.common import common_options, machine_info
-from un_tools.norm_names import BATCH_STAT_NORM_TYPES, NORM_TYPES
+from un_tools.norm_spec import BATCH_STAT_NORM_TYPES, NORM_TYPES
 from un_tools.reproduce.config import load_profile
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .logs import final_updates
-from ..norm_names import NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
+from ..norm_spec import NORM_SPECS, NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
 from .records import load_record, recorded_seeds
 from .run_files import eval_file
 
-NORM_LABELS = {
-    "layer": "LN", "rms": "RMSNorm", "none": "NoNorm", "batch": "BN", "mabn": "MABN",
-    "power": "PN", "power_noscale": "PN*", "un": "UN",
-}
+NORM_LABELS = {name: spec.label for name, spec in NORM_SPECS.items()}
 #: Table 1 row order: online (per-token) norms first, then the batch-statistics ones.
 TABLE1_ORDER = ("layer", "rms", "none", "batch", "mabn", "power", "power_noscale", "un")
 #: Rows beyond the paper's, asked for by name and listed after UN: UN with the released code's

@@ -34,7 +34,7 @@ from typing import List, Optional
 
 
 from ..atomic import atomic_path
-from ..norm_names import NORM_TYPES
+from ..norm_spec import NORM_TYPES
 from .config import REPO, ConfigError, Profile, Dataset, available, load_dataset, load_profile, flag_value
 from . import signals
 from .device import device_flags

@@ -6,14 +6,14 @@ every training call also (a) reads its step counter on the host with ``.item()``
 synchronisation on GPU), (b) copies the activations with ``x.clone()``, and (c) permutes
 fairseq's ``T x B x C`` to its ``B x C x T`` layout and back with ``.contiguous()`` copies.
 This module adds exactly those three costs around our implementation, so that a benchmark
-can show what they cost (see ``scripts/benchmark_training.py``).
+can show what they cost (see :mod:`.training`).
 """
 
 from typing import Optional
 
 from torch import Tensor
 
-from ..modules import UnifiedNorm
+from un_fairseq.modules import UnifiedNorm
 
 
 class UN1dCostEmulation(UnifiedNorm):
