@@ -33,8 +33,8 @@ LABELS = {"layer": "LN (ours)", "rms": "RMSNorm", "none": "no norm", "batch": "B
           "power": "PN", "power_noscale": "PN*", "un": "UN"}
 
 EPOCH_COMMAND = """\
-# Multi30k: one training epoch (about 90 updates of 4,096 tokens) of LN, UN and UN with the
-# compiled kernels, configs/multi30k.sh, interleaved, three rounds, on quiet cores.
+# Multi30k: one training epoch (129 updates of 4,096 tokens) of LN, UN and UN with the
+# compiled kernels, configs/multi30k.toml, interleaved, three rounds, on quiet cores.
 # Data (../shared/data/README.md), prepared once:  scripts/prepare-multi30k.sh --out work/m30k
 # UN runs with --un-warmup 0 so that the epoch takes its full path (geometric mean and moving
 # averages after M = 4 calls; r after 1,000 calls, i.e. not in epoch 1, as in any run).
