@@ -72,12 +72,13 @@ def build_models(args):
 
 def export(model, task, folder: Path) -> int:
     """Write ``model``'s un-export folder; return the bytes of its two graphs."""
+    from un_fairseq import fold
     from un_fairseq.export import exporter
 
     folder.mkdir(parents=True)
     exporter.export_graphs(model, folder)
     counts = exporter.census(folder)
-    manifest = exporter.write_manifest(folder, None, model, {"norm_types": exporter.norm_kinds(model)},
+    manifest = exporter.write_manifest(folder, None, model, {"norm_types": fold.norm_kinds(model)},
                                        exporter.write_dictionaries(task, folder), counts, None)
     return sum(g["bytes"] for g in manifest["graphs"].values())
 

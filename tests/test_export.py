@@ -15,7 +15,7 @@ import torch
 
 from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from toy_models import build, save_checkpoint, train_steps
-from un_fairseq import fuse
+from un_fairseq import fold
 from un_tools.atomic import atomic_dir
 from un_fairseq.export import cli as export_cli
 from un_fairseq.export.census import NORM_OPS, op_counts
@@ -69,7 +69,7 @@ def test_graph_modules_compute_fairseqs_incremental_decoding(toy_data, variant):
                     m.bias.uniform_(-0.3, 0.3)
     reference = model.eval()
     foldable = variant.split(",")[0] in ("un", "mabn")
-    exported = fuse.fuse_model(copy.deepcopy(model)) if foldable else model
+    exported = fold.fold_model(copy.deepcopy(model)) if foldable else model
     src, lengths = _right_padded(task, [9, 6, 3])
     prev = torch.randint(4, len(task.target_dictionary), (3, 6))
     prev[:, 0] = task.target_dictionary.eos()

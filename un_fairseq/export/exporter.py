@@ -5,12 +5,10 @@ both graphs here (dynamic batch, source and cache lengths, an empty cache includ
 TorchScript exporter is not used.
 """
 
-import copy
 import hashlib
 import json
 import logging
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -21,48 +19,29 @@ from torch import nn
 
 from un_translate import manifest as layout
 
-from .. import fuse
-from ..modules import OFFLINE_NORM_TYPES, norm_type_of
+from .. import fold
 from .census import format_census, norm_ops, op_counts
-from .graphs import DecoderStepGraph, EncoderGraph, unsupported_features
+from .graphs import DecoderStepGraph, EncoderGraph
 
 #: beyond this many bytes of weights a graph keeps them in a ``.data`` file beside it (ONNX's
 #: protobuf limit is 2 GiB)
 INLINE_WEIGHTS_LIMIT = 1 << 30
 
 
-def norm_kinds(model: nn.Module) -> Dict[str, int]:
-    """``{norm type: count}`` over every norm position of the model."""
-    return dict(Counter(norm_type_of(m) for m in model.modules() if fuse._is_norm(m)))
-
-
 def prepare(state: Dict, data: Optional[str], verify_batches: int, tolerance: float, seed: int = 1):
-    """Rebuild the checkpoint's model and fold it when every norm is offline (or none).
+    """Rebuild the checkpoint's model and fold it when every norm is offline (or none), with
+    :func:`un_fairseq.fold.load_folded`.
 
     Returns ``(task, model, reference, report)``: the model to export, the model as the
     checkpoint stored it (the reference of every check) and what was done. Raises
     ValueError when the fold changes the outputs by more than ``tolerance``.
     """
-    task, model = fuse.build_from_state(state, data)
-    problems = unsupported_features(model)
-    if problems:
-        raise ValueError("un-export does not support " + ", ".join(problems))
-    kinds = norm_kinds(model)
-    report = {"norm_types": kinds, "folded": False}
-    reference = model
-    if set(kinds) <= set(OFFLINE_NORM_TYPES) | {"none"} and set(kinds) - {"none"}:
-        reference = copy.deepcopy(model)
-        enc_norm = model.encoder.layer_norm
-        enc_affine = None if norm_type_of(enc_norm) == "none" else fuse._affine(enc_norm, "encoder.layer_norm")
-        fuse.fuse_model(model)
-        batches = fuse._batches(task, model, None, verify_batches, seed)
-        worst_enc, worst_dec, bad = fuse.compare(task, reference, model, enc_affine, batches, tolerance)
-        report.update(folded=True, fold_check={"encoder_out": worst_enc, "decoder_log_probs": worst_dec})
-        if bad:
-            raise ValueError(f"folding changed {bad} values by more than the tolerance {tolerance:g} "
-                             f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g})")
-    report["graph_norm_types"] = norm_kinds(model)
-    return task, model.eval(), reference.eval(), report
+    result = fold.load_folded(state, data, tolerance, count=verify_batches, seed=seed)
+    report = {"norm_types": result.norm_types, "folded": result.folded}
+    if result.folded:
+        report["fold_check"] = result.check
+    report["graph_norm_types"] = fold.norm_kinds(result.model)
+    return result.task, result.model, result.reference, report
 
 
 def _example_inputs(model: nn.Module, batch: int = 3, src_len: int = 7, cache_len: int = 4):

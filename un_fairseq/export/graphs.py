@@ -168,22 +168,3 @@ class DecoderStepGraph(nn.Module):
         logits = dec.output_projection(dec.layer_norm(x))[:, 0]
         return torch.log_softmax(logits.float(), dim=-1), torch.stack(new_k), torch.stack(new_v)
 
-
-def unsupported_features(model: nn.Module) -> List[str]:
-    """What of fairseq's Transformer these graphs do not compute (empty when all is fine)."""
-    enc, dec = model.encoder, model.decoder
-    found = [
-        ("layernorm_embedding", enc.layernorm_embedding is not None or dec.layernorm_embedding is not None),
-        ("adaptive softmax", dec.adaptive_softmax is not None),
-        ("decoder input/output projections (embedding dim != model dim)",
-         dec.project_in_dim is not None or dec.project_out_dim is not None),
-        ("cross-self-attention", dec.cross_self_attention),
-        ("quant-noise", enc.quant_noise is not None or dec.quant_noise is not None),
-        ("no cross-attention", any(getattr(layer, "encoder_attn", None) is None for layer in dec.layers)),
-        ("NormFormer scalings (scale_attn, scale_fc, scale_heads, scale_resids)",
-         any(getattr(layer, name, None) is not None for layer in dec.layers
-             for name in ("attn_ln", "ffn_layernorm", "c_attn", "w_resid"))),
-        ("attention bias_k / zero attention",
-         any(m.bias_k is not None or m.add_zero_attn for m in model.modules() if hasattr(m, "bias_k"))),
-    ]
-    return [name for name, present in found if present]
