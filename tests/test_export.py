@@ -358,3 +358,83 @@ def test_onnx_benchmark_runs_in_smoke_mode(tmp_path):
     result = json.loads((tmp_path / "onnx.json").read_text())
     assert {r["variant"] for r in result["results"]} >= {"ORT UN fused", "ORT LN", "ORT no norm", "fairseq eager UN"}
     assert (tmp_path / "onnx.md").is_file()
+
+
+# -- the commands without the extra, and bad files ------------------------------------------
+
+#: runs a console script's ``main`` with ``sys.argv`` = ARGS while the modules of the export
+#: extra cannot be imported (as in an install without ``[export]``)
+WITHOUT_EXTRA = """
+import importlib, sys
+BLOCKED = {"onnx", "onnxruntime", "onnxscript"}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+module, func = sys.argv[1].split(":")
+sys.argv = sys.argv[1:]
+sys.exit(getattr(importlib.import_module(module), func)())
+"""
+
+ENTRY_POINTS = {"un-fuse": "un_fairseq.fuse:main", "un-export": "un_fairseq.export.cli:main",
+                "un-translate": "un_translate.cli:main",
+                "un-average-checkpoints": "un_fairseq.average_checkpoints:main"}
+
+
+def without_extra(command, *args, timeout=120):
+    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRA, ENTRY_POINTS[command], *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", ENTRY_POINTS)
+def test_every_command_answers_help_without_the_extra(command):
+    proc = without_extra(command, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"usage: {command}")
+    assert "tensorboardX" not in proc.stdout + proc.stderr
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(checkpoints, exports, tmp_path):
+    for command, args in (("un-export", [checkpoints["un"], tmp_path / "out"]),
+                          ("un-translate", [exports["un"][0], "--input", tmp_path / "in.txt"])):
+        proc = without_extra(command, *args)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pip install 'un-fairseq[export]'" in lines[0], proc.stderr
+        assert "tensorboardX" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_checkpoints_and_folders_are_one_line_naming_the_file(checkpoints, exports, tmp_path):
+    import shutil
+
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(checkpoints["un"].read_bytes()[:len(checkpoints["un"].read_bytes()) // 2])
+    for bad, what in ((text, "not a torch checkpoint"), (truncated, "truncated")):
+        for command, args in (("un-fuse", [bad, tmp_path / "out.pt"]), ("un-export", [bad, tmp_path / "out"])):
+            proc = run([command, *args], check=False, timeout=300)
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and str(bad) in lines[0] and what in lines[0], (command, proc.stderr)
+            assert "tensorboardX" not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pt", "notes.pt"]  # nothing written
+
+    source = tmp_path / "in.txt"
+    source.write_text("a1 a2\n")
+    for name, damage in (("decoder_step.onnx", "missing"), ("decoder_step.onnx", "corrupt"),
+                         ("dict.tgt.txt", "corrupt"), ("manifest.json", "corrupt")):
+        folder = tmp_path / f"{name}-{damage}"
+        shutil.copytree(exports["un"][0], folder)
+        if damage == "missing":
+            (folder / name).unlink()
+        else:
+            data = (folder / name).read_bytes()
+            (folder / name).write_bytes(data[:len(data) // 3] + b"\n<bad line>\n")
+        proc = run(["un-translate", folder, "--input", source, "--threads", "1"], check=False, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], (name, damage, proc.stderr)
+        assert not proc.stdout

@@ -10,8 +10,7 @@ import sys
 import time
 
 from .beam_search import SearchOptions, base2
-from .manifest import ExportError
-from .translator import Translator
+from .manifest import ExportError, MissingDependency
 from .vocabulary import BPE_SYMBOLS
 
 DEFAULTS = SearchOptions()
@@ -55,6 +54,8 @@ def main(argv=None) -> int:
     if args.nbest < 1 or args.nbest > args.beam:
         parser().error(f"--nbest {args.nbest}: give a number from 1 to --beam ({args.beam})")
     try:
+        from .translator import Translator  # onnxruntime loads here, after the arguments are checked
+
         translator = Translator(args.folder, batch_size=args.batch_size, threads=args.threads,
                                 remove_bpe=args.remove_bpe, beam=args.beam, len_penalty=args.lenpen,
                                 unk_penalty=args.unkpen, max_len_a=args.max_len_a,
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         results = translator.translate(lines)
         seconds = time.perf_counter() - start
-    except (ExportError, ValueError, OSError) as err:
+    except (ExportError, MissingDependency, ValueError, OSError) as err:
         print(f"un-translate: error: {err}", file=sys.stderr)
         return 2
     for i, hyps in enumerate(results):

@@ -40,8 +40,28 @@ DECODER_OUTPUTS = {
 }
 
 
+#: what installs the runtime (and the exporter)
+INSTALL_EXTRA = "pip install 'un-fairseq[export]'"
+
+
 class ExportError(ValueError):
     """An export folder that cannot be used, with the reason."""
+
+
+class MissingDependency(ImportError):
+    """An optional dependency that is not installed, with the command that installs it."""
+
+    def __init__(self, what: str, name: str) -> None:
+        super().__init__(f"{what} needs {name}, which is not installed: {INSTALL_EXTRA}")
+
+
+def import_onnxruntime():
+    """``onnxruntime``, or :class:`MissingDependency` naming the install command."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependency("un-translate", "onnxruntime") from None
+    return onnxruntime
 
 
 def load_manifest(folder) -> Dict[str, Any]:

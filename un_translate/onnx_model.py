@@ -5,13 +5,17 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-try:
-    import onnxruntime as ort
-except ImportError as err:  # installed without the extra
-    raise ImportError("un-translate needs onnxruntime: pip install 'un-fairseq[export]' "
-                      "(or just numpy and onnxruntime)") from err
+from .manifest import DECODER_STEP, ENCODER, ExportError, import_onnxruntime, load_manifest
 
-from .manifest import DECODER_STEP, ENCODER, load_manifest
+
+def session(ort, path: Path, options):
+    """An ONNX Runtime CPU session of ``path``; :class:`ExportError` naming the file when
+    ONNX Runtime cannot read it."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own pybind error types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ExportError(f"{path} is not a readable ONNX graph (damaged or truncated?): {first}") from None
 
 
 class OnnxModel:
@@ -23,13 +27,13 @@ class OnnxModel:
     def __init__(self, folder, threads: Optional[int] = None) -> None:
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
+        ort = import_onnxruntime()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(self.folder / ENCODER), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(self.folder / DECODER_STEP), options, providers=providers)
+        self.encoder = session(ort, self.folder / ENCODER, options)
+        self.decoder = session(ort, self.folder / DECODER_STEP, options)
         shape = self.manifest["model"]
         self.cache_shape = (shape["decoder_layers"], shape["decoder_heads"], shape["decoder_head_dim"])
 

@@ -21,11 +21,27 @@ OUTDIR is written atomically (nothing is left after a failure).
 """
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+from typing import Optional
 
 from un_tools.atomic import atomic_dir
+from un_translate.manifest import INSTALL_EXTRA
 from ..checkpoint_io import load_checkpoint
+
+#: what ``un-export`` imports from the ``export`` extra (onnxscript: torch's dynamo exporter)
+EXTRA_MODULES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def missing_extra() -> Optional[str]:
+    """The first module of the ``export`` extra that cannot be imported (None: all can)."""
+    for name in EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,7 +77,12 @@ def main(argv=None) -> int:
         print(f"un-export: error: --opset {args.opset}: the dynamo exporter writes opset 18 or later",
               file=sys.stderr)
         return 2
-    from . import exporter  # torch, onnx and fairseq load here, after the arguments are checked
+    missing = missing_extra()
+    if missing:
+        print(f"un-export: error: un-export needs {missing}, which is not installed: {INSTALL_EXTRA}",
+              file=sys.stderr)
+        return 2
+    from . import exporter  # onnx and the exporter load here, after the arguments are checked
 
     try:
         state = load_checkpoint(checkpoint)
