@@ -71,28 +71,39 @@ def test_graph_modules_compute_fairseqs_incremental_decoding(toy_data, variant):
     foldable = variant.split(",")[0] in ("un", "mabn")
     exported = fold.fold_model(copy.deepcopy(model)) if foldable else model
     src, lengths = _right_padded(task, [9, 6, 3])
-    prev = torch.randint(4, len(task.target_dictionary), (3, 6))
+
+    rows = torch.tensor([0, 0, 1, 1, 2, 2])  # two target rows per sentence share its keys and values
+    prev = torch.randint(4, len(task.target_dictionary), (6, 6))
     prev[:, 0] = task.target_dictionary.eos()
+    pad = task.target_dictionary.pad()
 
     with torch.no_grad():
-        enc_out, mask, cross_k, cross_v = EncoderGraph(exported)(src, lengths)
+        enc_out, mask, *cross = EncoderGraph(exported)(src, lengths)
         fairseq_enc = exported.encoder(src, src_lengths=lengths)
         real = ~mask
         assert torch.equal(mask, src.eq(task.source_dictionary.pad()))
         torch.testing.assert_close(enc_out[real], fairseq_enc["encoder_out"][0].transpose(0, 1)[real],
                                    rtol=1e-5, atol=1e-5)
 
-        ref_enc = reference.encoder(src, src_lengths=lengths)
+        ref_enc = reference.encoder(src[rows], src_lengths=lengths[rows])
         state = {}
-        step_graph = DecoderStepGraph(exported)
-        layers, _, heads, _, dim = cross_k.shape
-        cache_k = cache_v = torch.zeros(layers, 3, heads, 0, dim)
+        step_graph = DecoderStepGraph(exported, max_beam=4)
+        layers = len(cross) // 2
+        _, heads, _, dim = cross[0].shape
+        cache = [torch.zeros(6, heads, 0, dim) for _ in range(2 * layers)]
+        bias = torch.zeros(len(task.target_dictionary))
+        bias[pad] = float("-inf")
         for t in range(prev.size(1)):
             out = reference.decoder(prev[:, :t + 1], encoder_out=ref_enc, incremental_state=state)
             expected = reference.get_normalized_probs(out, log_probs=True)[:, -1]
-            got, cache_k, cache_v = step_graph(prev[:, t], torch.tensor(t), cache_k, cache_v, cross_k, cross_v, mask)
-            torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-5)
-            assert cache_k.shape == (layers, 3, heads, t + 1, dim)
+            expected[:, pad] = float("-inf")
+            values, tokens, eos, *cache = step_graph(prev[:, t], torch.tensor(t), bias, mask, tuple(cross[:layers]),
+                                                     tuple(cross[layers:]), tuple(cache[:layers]),
+                                                     tuple(cache[layers:]))
+            torch.testing.assert_close(values, expected.topk(8).values, rtol=1e-5, atol=2e-5)
+            torch.testing.assert_close(values, expected.gather(1, tokens), rtol=1e-5, atol=2e-5)
+            torch.testing.assert_close(eos, expected[:, task.target_dictionary.eos()], rtol=1e-5, atol=2e-5)
+            assert all(c.shape == (6, heads, t + 1, dim) for c in cache)
 
 
 # -- the command -------------------------------------------------------------------------
@@ -171,8 +182,9 @@ def test_manifest_and_dynamic_shapes(exports, checkpoints):
             for g in graphs.values() for i in g.graph.input}
     batch, src_len = dims["src_tokens"]
     assert isinstance(batch, str) and isinstance(src_len, str)  # symbolic, not traced sizes
-    assert isinstance(dims["cache_k"][1], str) and isinstance(dims["cache_k"][3], str)
-    assert dims["cache_k"][2] == 4 and dims["step"] == []
+    assert isinstance(dims["cache_k_0"][0], str) and isinstance(dims["cache_k_1"][2], str)
+    assert dims["cache_k_0"][1] == 4 and dims["step"] == []
+    assert manifest["model"]["candidates_per_row"] == 2 * 10
 
 
 def test_refusals_name_the_problem_and_leave_nothing(toy_data, checkpoints, tmp_path, capsys):

@@ -11,6 +11,7 @@ import time
 
 from .beam_search import SearchOptions, base2
 from .manifest import ExportError, MissingDependency
+from .onnx_model import SPINNING
 from .vocabulary import BPE_SYMBOLS
 
 DEFAULTS = SearchOptions()
@@ -44,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
                         f"one of {', '.join(map(repr, BPE_SYMBOLS))}")
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime intra-op threads per graph (default: ONNX Runtime's)")
+    p.add_argument("--spinning", choices=SPINNING, default="auto",
+                   help="let idle ONNX Runtime threads busy-wait for work: auto (default) spins only when "
+                        "--threads fit in the cores the load average leaves free")
     return p
 
 
@@ -56,7 +60,7 @@ def main(argv=None) -> int:
     try:
         from .translator import Translator  # onnxruntime loads here, after the arguments are checked
 
-        translator = Translator(args.folder, batch_size=args.batch_size, threads=args.threads,
+        translator = Translator(args.folder, batch_size=args.batch_size, threads=args.threads, spinning=args.spinning,
                                 remove_bpe=args.remove_bpe, beam=args.beam, len_penalty=args.lenpen,
                                 unk_penalty=args.unkpen, max_len_a=args.max_len_a,
                                 max_len_b=args.max_len_b, min_len=args.min_len)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from un_tools.atomic import atomic_dir
-from un_translate.manifest import INSTALL_EXTRA
+from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 from ..checkpoint_io import load_checkpoint
 
 #: what ``un-export`` imports from the ``export`` extra (onnxscript: torch's dynamo exporter)
@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
                    help="replace an existing OUTDIR (only once the new one is complete)")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default: the exporter's, 20 with torch 2.13; >= 18)")
+    p.add_argument("--max-beam", type=int, default=DEFAULT_MAX_BEAM, metavar="N",
+                   help="the largest beam the graphs serve: each decoder step returns 2 x N candidates "
+                        "per hypothesis (default: %(default)s)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="compare the folded model with the unfolded one, and ONNX Runtime with the "
                         "checkpoint's model, on random tokens; fail (writing nothing) beyond "
@@ -73,6 +76,9 @@ def main(argv=None) -> int:
     if outdir.exists() and not args.overwrite:
         print(f"un-export: error: {outdir} exists; give --overwrite to replace it", file=sys.stderr)
         return 2
+    if args.max_beam < 1:
+        print(f"un-export: error: --max-beam {args.max_beam}: give a whole number >= 1", file=sys.stderr)
+        return 2
     if args.opset is not None and args.opset < 18:
         print(f"un-export: error: --opset {args.opset}: the dynamo exporter writes opset 18 or later",
               file=sys.stderr)
@@ -89,13 +95,14 @@ def main(argv=None) -> int:
         tolerance = args.tolerance if args.verify else float("inf")
         task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance)
         with atomic_dir(outdir) as tmp:
-            exporter.export_graphs(model, tmp, args.opset)
+            exporter.export_graphs(model, tmp, args.opset, args.max_beam)
             dictionaries = exporter.write_dictionaries(task, tmp)
             counts = exporter.census(tmp)
             # the manifest first: the ONNX Runtime check reads the folder as un-translate does
-            exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None)
+            exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None, args.max_beam)
             worst = exporter.check_with_onnxruntime(tmp, task, reference, args.tolerance) if args.verify else None
-            manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst)
+            manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst,
+                                              args.max_beam)
     except KeyboardInterrupt:
         print("un-export: interrupted; nothing written", file=sys.stderr)
         return 130
