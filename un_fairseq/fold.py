@@ -132,12 +132,27 @@ def fold_affine(linear: nn.Linear, a: Tensor, b: Tensor) -> None:
         linear.bias = nn.Parameter(c.to(linear.weight.dtype))
 
 
-def fold_model(model: nn.Module) -> nn.Module:
+class ChannelScale(nn.Module):
+    """``y = scale * x`` per channel (``... x C``): the scale ``a`` of a folded norm kept
+    out of the weights (``fold_model(keep_scale=True)``), so that an int8 matmul quantises
+    ``a * x``, whose channels are on one scale, as it would the norm's output."""
+
+    def __init__(self, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.detach().float().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def fold_model(model: nn.Module, keep_scale: bool = False) -> nn.Module:
     """Fold every offline norm of ``model`` (a ``transformer_un``) IN PLACE; return it.
 
     The result computes what ``model.eval()`` computed before (up to float rounding), with
     every norm a NoNorm and the decoder's output projection untied from the embeddings and
     given a bias. Raises ValueError (before changing anything) if a norm is online.
+    ``keep_scale``: fold only the shift ``b`` (``c' = c + W b``) and put the scale ``a`` in
+    a :class:`ChannelScale` where the norm was (one per-channel multiply, no statistics).
     """
     check_foldable(model)
     enc, dec = model.encoder, model.decoder
@@ -150,11 +165,11 @@ def fold_model(model: nn.Module) -> nn.Module:
             }
             for name in LAYER_NORM_NAMES:
                 if getattr(layer, name, None) is not None:
-                    _fold_norm(layer, name, f"{side}.layers.{i}.{name}", targets[name])
+                    _fold_norm(layer, name, f"{side}.layers.{i}.{name}", targets[name], keep_scale)
 
     if enc.layer_norm is not None:
         cross = [lin for layer in dec.layers for lin in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
-        _fold_norm(enc, "layer_norm", "encoder.layer_norm", cross)
+        _fold_norm(enc, "layer_norm", "encoder.layer_norm", cross, keep_scale)
     if dec.layer_norm is not None:
         old = dec.output_projection
         untied = nn.Linear(old.in_features, old.out_features, bias=True)
@@ -163,13 +178,19 @@ def fold_model(model: nn.Module) -> nn.Module:
             untied.weight.copy_(old.weight)
             untied.bias.zero_()
         dec.output_projection = untied
-        _fold_norm(dec, "layer_norm", "decoder.layer_norm", [untied])
+        _fold_norm(dec, "layer_norm", "decoder.layer_norm", [untied], keep_scale)
     return model
 
 
-def _fold_norm(owner: nn.Module, name: str, path: str, linears: List[nn.Linear]) -> None:
+def _fold_norm(owner: nn.Module, name: str, path: str, linears: List[nn.Linear], keep_scale: bool = False) -> None:
     norm = getattr(owner, name)
     affine = affine_of(norm, path)
+    if affine is not None and keep_scale:
+        a, b = affine
+        for linear in linears:
+            fold_affine(linear, torch.ones_like(a), b)  # W (a x + b) + c = W (a x) + (c + W b)
+        setattr(owner, name, ChannelScale(a))
+        return
     if affine is not None:
         for linear in linears:
             fold_affine(linear, *affine)
@@ -213,7 +234,12 @@ def build_from_state(state: Dict, data: Optional[str] = None):
     if not Path(str(cfg.task.data).split(":")[0]).is_dir():
         raise ValueError(f"the checkpoint's data folder {cfg.task.data} does not exist: give --data DIR "
                          f"(a fairseq-preprocess output folder with the dictionaries)")
-    task = tasks.setup_task(cfg.task)
+    try:
+        task = tasks.setup_task(cfg.task)
+    except Exception as err:  # fairseq raises bare Exceptions here (e.g. no language pair found)
+        raise ValueError(f"fairseq cannot set up the checkpoint's task with data folder {cfg.task.data}: "
+                         f"{str(err).strip() or type(err).__name__} (give --data DIR, a fairseq-preprocess "
+                         f"output folder)") from None
     model = task.build_model(cfg.model)
     try:
         model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
@@ -329,20 +355,22 @@ class FoldResult:
 
 
 def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Iterable[Dict]] = None,
-                 count: int = 4, seed: int = 1) -> FoldResult:
+                 count: int = 4, seed: int = 1, keep_scale: bool = False) -> FoldResult:
     """Fold ``model`` (kept as the reference; a copy is folded) when :func:`is_foldable`,
     compare on ``batches`` (default: ``count`` random batches) and raise ValueError when a
     value changes by more than ``tolerance * (1 + |value|)``. A model with an online norm is
-    returned unfolded (``folded`` False)."""
+    returned unfolded (``folded`` False). ``keep_scale``: see :func:`fold_model`."""
     kinds = norm_kinds(model)
     if not is_foldable(model):
         return FoldResult(task, model.eval(), model.eval(), False, kinds)
     reference = model.eval()
-    folded = fold_model(copy.deepcopy(model))
+    folded = fold_model(copy.deepcopy(model), keep_scale)
     if batches is None:
         batches = verification_batches(task, folded, None, count, seed)
-    worst_enc, worst_dec, bad = compare(task, reference, folded, encoder_output_affine(reference), batches,
-                                        tolerance)
+    enc_affine = encoder_output_affine(reference)
+    if keep_scale and enc_affine is not None:  # the folded encoder's output is a * x
+        enc_affine = (torch.ones_like(enc_affine[0]), enc_affine[1])
+    worst_enc, worst_dec, bad = compare(task, reference, folded, enc_affine, batches, tolerance)
     check = {"encoder_out": worst_enc, "decoder_log_probs": worst_dec}
     if bad:
         raise ValueError(f"folding changed {bad} values by more than the tolerance {tolerance:g} "
@@ -351,13 +379,13 @@ def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Ite
 
 
 def load_folded(path_or_state, data: Optional[str] = None, tolerance: float = 1e-4, count: int = 4,
-                seed: int = 1) -> FoldResult:
+                seed: int = 1, keep_scale: bool = False) -> FoldResult:
     """A checkpoint (a path or its loaded state) -> :class:`FoldResult`: rebuilt by fairseq,
     checked for unsupported features, folded when every norm is offline and checked against
-    the unfolded model on ``count`` random batches."""
+    the unfolded model on ``count`` random batches (``keep_scale``: see :func:`fold_model`)."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
     task, model = build_from_state(state, data)
     problems = unsupported_features(model)
     if problems:
         raise ValueError("un-fuse and un-export do not support " + ", ".join(problems))
-    return fold_checked(task, model, tolerance, count=count, seed=seed)
+    return fold_checked(task, model, tolerance, count=count, seed=seed, keep_scale=keep_scale)

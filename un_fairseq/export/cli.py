@@ -28,6 +28,12 @@ from typing import Optional
 
 from un_tools.atomic import atomic_dir
 from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
+
+#: ``--int8`` schemes: ONNX Runtime's dynamic quantisation of every weight matmul (int8
+#: weights per output channel, uint8 activations per tensor, computed at run time);
+#: ``scaled`` first keeps a folded norm's scale as a per-channel multiply before the matmuls
+#: (``fold.fold_model(keep_scale=True)``), ``folded`` quantises the folded weights
+INT8_SCHEMES = ("scaled", "folded")
 from ..checkpoint_io import load_checkpoint
 
 #: what ``un-export`` imports from the ``export`` extra (onnxscript: torch's dynamo exporter)
@@ -59,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-beam", type=int, default=DEFAULT_MAX_BEAM, metavar="N",
                    help="the largest beam the graphs serve: each decoder step returns 2 x N candidates "
                         "per hypothesis (default: %(default)s)")
+    p.add_argument("--int8", nargs="?", const="scaled", default=None, choices=INT8_SCHEMES, metavar="SCHEME",
+                   help="quantise the weight matmuls to int8 (ONNX Runtime dynamic quantisation, weights per "
+                        "output channel): 'scaled' (a bare --int8) keeps a folded norm's per-channel scale as a "
+                        "multiply before the matmuls, 'folded' quantises the folded weights; see docs/export.md. "
+                        "The fp32 graphs are verified first")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="compare the folded model with the unfolded one, and ONNX Runtime with the "
                         "checkpoint's model, on random tokens; fail (writing nothing) beyond "
@@ -93,7 +104,8 @@ def main(argv=None) -> int:
     try:
         state = load_checkpoint(checkpoint)
         tolerance = args.tolerance if args.verify else float("inf")
-        task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance)
+        task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance,
+                                                          keep_scale=args.int8 == "scaled")
         with atomic_dir(outdir) as tmp:
             exporter.export_graphs(model, tmp, args.opset, args.max_beam)
             dictionaries = exporter.write_dictionaries(task, tmp)
@@ -101,6 +113,11 @@ def main(argv=None) -> int:
             # the manifest first: the ONNX Runtime check reads the folder as un-translate does
             exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None, args.max_beam)
             worst = exporter.check_with_onnxruntime(tmp, task, reference, args.tolerance) if args.verify else None
+            if args.int8:
+                report["int8"] = {"scheme": args.int8, **exporter.quantize(tmp)}
+                counts = exporter.census(tmp)
+                report["int8"]["largest_log_prob_difference"] = exporter.check_with_onnxruntime(
+                    tmp, task, reference, float("inf"))
             manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst,
                                               args.max_beam)
     except KeyboardInterrupt:
@@ -117,6 +134,10 @@ def main(argv=None) -> int:
         print(line)
     if worst is not None:
         print(f"ONNX Runtime vs the checkpoint: largest log-probability difference {worst:.3g}")
+    if args.int8:
+        print(f"int8 ({args.int8}): {sum(report['int8']['quantized_matmuls'].values())} weight matmuls quantised; "
+              f"largest log-probability difference to the checkpoint "
+              f"{report['int8']['largest_log_prob_difference']:.3g} (not a failure: int8 rounds)")
     sizes = {name: g["bytes"] / 2**20 for name, g in manifest["graphs"].items()}
     print(f"wrote {outdir}: opset {manifest['exporter']['opset']}, "
           + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in sizes.items()))
