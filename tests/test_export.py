@@ -363,13 +363,76 @@ def test_translator_api_and_bad_input(exports, tmp_path, capsys):
         Translator(outdir, beam=0)
 
 
-def test_onnx_benchmark_runs_in_smoke_mode(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_onnx.py"), "--smoke", "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+# -- int8 -------------------------------------------------------------------------------------
+
+#: what int8 may change on the toy models (150 Adam steps, 2 layers of 32 channels), against
+#: fairseq-generate's fp32 hypotheses: at least this share identical, and their scores
+#: (base 2, length-normalised) within this distance
+INT8_MIN_IDENTICAL = 0.6
+INT8_SCORE_TOLERANCE = 0.1
+
+
+@pytest.mark.parametrize("norm, scheme", [("un", "scaled"), ("un", "folded"), ("layer", "scaled")])
+def test_int8_export_quantises_the_weight_matmuls_and_stays_close(toy_data, checkpoints, exports, tmp_path,
+                                                                   capsys, norm, scheme):
+    outdir = tmp_path / "int8"
+    printed = _export(checkpoints[norm], outdir, "--data", toy_data, "--int8", scheme)
+    assert f"int8 ({scheme}): " in printed
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    assert manifest["int8"]["scheme"] == scheme and manifest["int8"]["per_channel"]
+    for name, graph in _graphs(outdir).items():
+        counts = op_counts(graph)
+        weights = {init.name for init in graph.graph.initializer}
+        float_weight_matmuls = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        assert not float_weight_matmuls, name  # every weight matmul is int8
+        assert counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0) == \
+            manifest["int8"]["quantized_matmuls"][name] > 0
+        if norm == "un":  # still no normalisation op: a kept scale is a Mul
+            assert not set(counts) & set(NORM_OPS), (name, counts)
+    fp32 = json.loads((exports[norm][0] / "manifest.json").read_text())
+    assert manifest["graphs"]["decoder_step"]["bytes"] < 0.9 * fp32["graphs"]["decoder_step"]["bytes"]
+
+    source = toy_data.parent / "text" / "test.src"
+    expected = _h_lines(generate(toy_data, checkpoints[norm], "--gen-subset", "test").stdout)
+    got = _translate(outdir, source, capsys, "--beam", 5, "--max-len-b", 16)
+    same = [k for k, (t, _) in expected.items() if got[k][0] == t]
+    assert len(same) >= INT8_MIN_IDENTICAL * len(expected), (len(same), len(expected))
+    assert max(abs(got[k][1] - expected[k][1]) for k in same) < INT8_SCORE_TOLERANCE
+
+
+def test_keep_scale_fold_computes_the_model(toy_data):
+    """``fold_model(keep_scale=True)``: the shifts folded, each scale a per-channel multiply
+    where its norm was; the same outputs as the unfolded model."""
+    from un_fairseq.fold import ChannelScale
+
+    _, task, model = build(toy_data, "--norm-type", "un")
+    train_steps(model, task, 5)
+    folded = fold.fold_model(copy.deepcopy(model), keep_scale=True)
+    assert len([m for m in folded.modules() if isinstance(m, ChannelScale)]) == 12
+    a, _ = model.encoder.layers[0].self_attn_layer_norm.inference_scale()
+    torch.testing.assert_close(folded.encoder.layers[0].self_attn_layer_norm.scale, a.float())
+    src, lengths = _right_padded(task, [9, 6, 3])
+    prev = torch.randint(4, len(task.target_dictionary), (3, 5))
+    prev[:, 0] = task.target_dictionary.eos()
+    with torch.no_grad():
+        outs = [m.get_normalized_probs(m(src, lengths, prev), log_probs=True) for m in (model.eval(), folded.eval())]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=2e-5)
+
+
+# -- the deployment benchmark --------------------------------------------------------------------
+
+def test_deploy_benchmark_runs_in_smoke_mode(tmp_path):
+    rows = "fairseq eager UN folded,ORT fp32 UN folded,ORT int8 UN scaled,ORT fp32 LN,CT2 int8 LN"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_deploy.py"), "--smoke", "--variants",
+                           rows, "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "onnx.json").read_text())
-    assert {r["variant"] for r in result["results"]} >= {"ORT UN fused", "ORT LN", "ORT no norm", "fairseq eager UN"}
-    assert (tmp_path / "onnx.md").is_file()
+    result = json.loads((tmp_path / "deploy.json").read_text())
+    measured = {r["variant"] for r in result["speed"]}
+    assert {"fairseq eager UN folded", "ORT fp32 UN folded", "ORT int8 UN scaled", "ORT fp32 LN"} <= measured
+    assert all(r["sentences_per_s"] > 0 and r["cpu_s"] > 0 for r in result["speed"])
+    assert set(result["memory"]) == measured and all(m["peak_rss_mib"] > 0 for m in result["memory"].values())
+    table = (tmp_path / "deploy.md").read_text()
+    assert all(f"| {name} | 1 |" in table for name in measured)
 
 
 # -- the commands without the extra, and bad files ------------------------------------------

@@ -108,8 +108,12 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
         row_tokens = tokens[::beam, step] if width == 1 else tokens[:, step]
         cand_lp, cand_tok, eos_lp, cache = model.step(row_tokens, step, bias, padding_mask, cross, cache)
         at_max = np.repeat(step >= max_len[live], width)
-        if at_max.any():  # only eos is allowed
+        nan = np.isnan(cand_lp)
+        if nan.any() or at_max.any():
             cand_lp, cand_tok = cand_lp.copy(), cand_tok.copy()
+            cand_lp[nan] = NEG_INF  # fairseq: NaN -> -inf
+            eos_lp = np.where(np.isnan(eos_lp), NEG_INF, eos_lp)
+        if at_max.any():  # only eos is allowed
             cand_lp[at_max] = NEG_INF
             cand_lp[at_max, 0] = eos_lp[at_max]
             cand_tok[at_max, 0] = eos
