@@ -92,7 +92,8 @@ def load_manifest(folder) -> Dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ExportError(f"{path} is not valid JSON: {err}") from err
     if manifest.get("format") != FORMAT:
-        raise ExportError(f"{path}: format {manifest.get('format')!r}, this translator reads {FORMAT!r}")
+        raise ExportError(f"{path}: format {manifest.get('format')!r}, this translator reads {FORMAT!r}: "
+                          f"export the checkpoint again with un-export")
     for name in (ENCODER, DECODER_STEP, SOURCE_DICT, TARGET_DICT):
         if not (folder / name).is_file():
             raise ExportError(f"{folder} lacks {name}")
