@@ -228,11 +228,12 @@ def test_outdir_is_replaced_only_once_complete(tmp_path):
 
 def test_console_commands_help_lists_every_flag():
     text = run(["un-export", "--help"]).stdout
-    for flag in ("--data", "--overwrite", "--opset", "--verify", "--no-verify", "--verify-batches", "--tolerance"):
+    for flag in ("--data", "--overwrite", "--opset", "--verify", "--no-verify", "--verify-batches", "--tolerance",
+                 "--int8", "--max-beam"):
         assert flag in text
     text = run(["un-translate", "--help"]).stdout
     for flag in ("--input", "--beam", "--nbest", "--lenpen", "--unkpen", "--max-len-a", "--max-len-b",
-                 "--min-len", "--batch-size", "--remove-bpe", "--threads"):
+                 "--min-len", "--batch-size", "--remove-bpe", "--threads", "--spinning"):
         assert flag in text
 
 

@@ -457,6 +457,11 @@ def markdown(result: Dict) -> str:
     return "\n".join(text) + "\n"
 
 
+def _relative(path: Optional[str]) -> Optional[str]:
+    """``path`` relative to the working directory, so that records hold no machine paths."""
+    return None if path is None else os.path.relpath(path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -496,8 +501,9 @@ def main(argv=None) -> int:
         plan["search"] = search
         (work / "plan.json").write_text(json.dumps(plan))
         lines = (work / "lines.txt").read_text(encoding="utf-8").splitlines()
-        result = {"command": [Path(sys.argv[0]).name] + sys.argv[1:], "config": vars(args), "machine": info,
-                  "plan": plan}
+        config = dict(vars(args), models=_relative(args.models), out=_relative(args.out))
+        command = [Path(sys.argv[0]).name] + [_relative(a) if a in (args.models, args.out) else a for a in sys.argv[1:]]
+        result = {"command": command, "config": config, "machine": info, "plan": plan}
         if args.models:
             result["quality"] = quality(args, work, plan, search, lines)
         result["speed"] = speed(args, work, plan, search, lines)
