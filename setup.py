@@ -30,6 +30,9 @@ setup(
         # un-export (ONNX graphs; onnxscript is what torch's dynamo exporter needs) and
         # un-translate (needs only numpy and onnxruntime at run time)
         "export": EXPORT,
+        # the deployment benchmark's CTranslate2 rows only (un_tools/benchmarks/deploy.py); never
+        # needed to export or translate
+        "ctranslate2": ["ctranslate2>=4.5"],
         # mosestokenizer ships the real Moses perl scripts; pytest-xdist runs the suite on 2 cores;
         # pytest-timeout fails a test that hangs (pytest.ini sets the limit) instead of blocking CI
         "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "mosestokenizer==1.2.1", *EXPORT],

@@ -15,7 +15,7 @@ import torch
 
 from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from toy_models import build, save_checkpoint, train_steps
-from un_fairseq import fuse
+from un_fairseq import fold
 from un_tools.atomic import atomic_dir
 from un_fairseq.export import cli as export_cli
 from un_fairseq.export.census import NORM_OPS, op_counts
@@ -69,30 +69,41 @@ def test_graph_modules_compute_fairseqs_incremental_decoding(toy_data, variant):
                     m.bias.uniform_(-0.3, 0.3)
     reference = model.eval()
     foldable = variant.split(",")[0] in ("un", "mabn")
-    exported = fuse.fuse_model(copy.deepcopy(model)) if foldable else model
+    exported = fold.fold_model(copy.deepcopy(model)) if foldable else model
     src, lengths = _right_padded(task, [9, 6, 3])
-    prev = torch.randint(4, len(task.target_dictionary), (3, 6))
+
+    rows = torch.tensor([0, 0, 1, 1, 2, 2])  # two target rows per sentence share its keys and values
+    prev = torch.randint(4, len(task.target_dictionary), (6, 6))
     prev[:, 0] = task.target_dictionary.eos()
+    pad = task.target_dictionary.pad()
 
     with torch.no_grad():
-        enc_out, mask, cross_k, cross_v = EncoderGraph(exported)(src, lengths)
+        enc_out, mask, *cross = EncoderGraph(exported)(src, lengths)
         fairseq_enc = exported.encoder(src, src_lengths=lengths)
         real = ~mask
         assert torch.equal(mask, src.eq(task.source_dictionary.pad()))
         torch.testing.assert_close(enc_out[real], fairseq_enc["encoder_out"][0].transpose(0, 1)[real],
                                    rtol=1e-5, atol=1e-5)
 
-        ref_enc = reference.encoder(src, src_lengths=lengths)
+        ref_enc = reference.encoder(src[rows], src_lengths=lengths[rows])
         state = {}
-        step_graph = DecoderStepGraph(exported)
-        layers, _, heads, _, dim = cross_k.shape
-        cache_k = cache_v = torch.zeros(layers, 3, heads, 0, dim)
+        step_graph = DecoderStepGraph(exported, max_beam=4)
+        layers = len(cross) // 2
+        _, heads, _, dim = cross[0].shape
+        cache = [torch.zeros(6, heads, 0, dim) for _ in range(2 * layers)]
+        bias = torch.zeros(len(task.target_dictionary))
+        bias[pad] = float("-inf")
         for t in range(prev.size(1)):
             out = reference.decoder(prev[:, :t + 1], encoder_out=ref_enc, incremental_state=state)
             expected = reference.get_normalized_probs(out, log_probs=True)[:, -1]
-            got, cache_k, cache_v = step_graph(prev[:, t], torch.tensor(t), cache_k, cache_v, cross_k, cross_v, mask)
-            torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-5)
-            assert cache_k.shape == (layers, 3, heads, t + 1, dim)
+            expected[:, pad] = float("-inf")
+            values, tokens, eos, *cache = step_graph(prev[:, t], torch.tensor(t), bias, mask, tuple(cross[:layers]),
+                                                     tuple(cross[layers:]), tuple(cache[:layers]),
+                                                     tuple(cache[layers:]))
+            torch.testing.assert_close(values, expected.topk(8).values, rtol=1e-5, atol=2e-5)
+            torch.testing.assert_close(values, expected.gather(1, tokens), rtol=1e-5, atol=2e-5)
+            torch.testing.assert_close(eos, expected[:, task.target_dictionary.eos()], rtol=1e-5, atol=2e-5)
+            assert all(c.shape == (6, heads, t + 1, dim) for c in cache)
 
 
 # -- the command -------------------------------------------------------------------------
@@ -171,8 +182,9 @@ def test_manifest_and_dynamic_shapes(exports, checkpoints):
             for g in graphs.values() for i in g.graph.input}
     batch, src_len = dims["src_tokens"]
     assert isinstance(batch, str) and isinstance(src_len, str)  # symbolic, not traced sizes
-    assert isinstance(dims["cache_k"][1], str) and isinstance(dims["cache_k"][3], str)
-    assert dims["cache_k"][2] == 4 and dims["step"] == []
+    assert isinstance(dims["cache_k_0"][0], str) and isinstance(dims["cache_k_1"][2], str)
+    assert dims["cache_k_0"][1] == 4 and dims["step"] == []
+    assert manifest["model"]["candidates_per_row"] == 2 * 10
 
 
 def test_refusals_name_the_problem_and_leave_nothing(toy_data, checkpoints, tmp_path, capsys):
@@ -216,11 +228,12 @@ def test_outdir_is_replaced_only_once_complete(tmp_path):
 
 def test_console_commands_help_lists_every_flag():
     text = run(["un-export", "--help"]).stdout
-    for flag in ("--data", "--overwrite", "--opset", "--verify", "--no-verify", "--verify-batches", "--tolerance"):
+    for flag in ("--data", "--overwrite", "--opset", "--verify", "--no-verify", "--verify-batches", "--tolerance",
+                 "--int8", "--max-beam"):
         assert flag in text
     text = run(["un-translate", "--help"]).stdout
     for flag in ("--input", "--beam", "--nbest", "--lenpen", "--unkpen", "--max-len-a", "--max-len-b",
-                 "--min-len", "--batch-size", "--remove-bpe", "--threads"):
+                 "--min-len", "--batch-size", "--remove-bpe", "--threads", "--spinning"):
         assert flag in text
 
 
@@ -351,10 +364,153 @@ def test_translator_api_and_bad_input(exports, tmp_path, capsys):
         Translator(outdir, beam=0)
 
 
-def test_onnx_benchmark_runs_in_smoke_mode(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_onnx.py"), "--smoke", "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+# -- int8 -------------------------------------------------------------------------------------
+
+#: what int8 may change on the toy models (150 Adam steps, 2 layers of 32 channels), against
+#: fairseq-generate's fp32 hypotheses: at least this share identical, and their scores
+#: (base 2, length-normalised) within this distance
+INT8_MIN_IDENTICAL = 0.6
+INT8_SCORE_TOLERANCE = 0.1
+
+
+@pytest.mark.parametrize("norm, scheme", [("un", "scaled"), ("un", "folded"), ("layer", "scaled")])
+def test_int8_export_quantises_the_weight_matmuls_and_stays_close(toy_data, checkpoints, exports, tmp_path,
+                                                                   capsys, norm, scheme):
+    outdir = tmp_path / "int8"
+    printed = _export(checkpoints[norm], outdir, "--data", toy_data, "--int8", scheme)
+    assert f"int8 ({scheme}): " in printed
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    assert manifest["int8"]["scheme"] == scheme and manifest["int8"]["per_channel"]
+    for name, graph in _graphs(outdir).items():
+        counts = op_counts(graph)
+        weights = {init.name for init in graph.graph.initializer}
+        float_weight_matmuls = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        assert not float_weight_matmuls, name  # every weight matmul is int8
+        assert counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0) == \
+            manifest["int8"]["quantized_matmuls"][name] > 0
+        if norm == "un":  # still no normalisation op: a kept scale is a Mul
+            assert not set(counts) & set(NORM_OPS), (name, counts)
+    fp32 = json.loads((exports[norm][0] / "manifest.json").read_text())
+    assert manifest["graphs"]["decoder_step"]["bytes"] < 0.9 * fp32["graphs"]["decoder_step"]["bytes"]
+
+    source = toy_data.parent / "text" / "test.src"
+    expected = _h_lines(generate(toy_data, checkpoints[norm], "--gen-subset", "test").stdout)
+    got = _translate(outdir, source, capsys, "--beam", 5, "--max-len-b", 16)
+    same = [k for k, (t, _) in expected.items() if got[k][0] == t]
+    assert len(same) >= INT8_MIN_IDENTICAL * len(expected), (len(same), len(expected))
+    assert max(abs(got[k][1] - expected[k][1]) for k in same) < INT8_SCORE_TOLERANCE
+
+
+def test_keep_scale_fold_computes_the_model(toy_data):
+    """``fold_model(keep_scale=True)``: the shifts folded, each scale a per-channel multiply
+    where its norm was; the same outputs as the unfolded model."""
+    from un_fairseq.fold import ChannelScale
+
+    _, task, model = build(toy_data, "--norm-type", "un")
+    train_steps(model, task, 5)
+    folded = fold.fold_model(copy.deepcopy(model), keep_scale=True)
+    assert len([m for m in folded.modules() if isinstance(m, ChannelScale)]) == 12
+    a, _ = model.encoder.layers[0].self_attn_layer_norm.inference_scale()
+    torch.testing.assert_close(folded.encoder.layers[0].self_attn_layer_norm.scale, a.float())
+    src, lengths = _right_padded(task, [9, 6, 3])
+    prev = torch.randint(4, len(task.target_dictionary), (3, 5))
+    prev[:, 0] = task.target_dictionary.eos()
+    with torch.no_grad():
+        outs = [m.get_normalized_probs(m(src, lengths, prev), log_probs=True) for m in (model.eval(), folded.eval())]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=2e-5)
+
+
+# -- the deployment benchmark --------------------------------------------------------------------
+
+def test_deploy_benchmark_runs_in_smoke_mode(tmp_path):
+    rows = "fairseq eager UN folded,ORT fp32 UN folded,ORT int8 UN scaled,ORT fp32 LN,CT2 int8 LN"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_deploy.py"), "--smoke", "--variants",
+                           rows, "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "onnx.json").read_text())
-    assert {r["variant"] for r in result["results"]} >= {"ORT UN fused", "ORT LN", "ORT no norm", "fairseq eager UN"}
-    assert (tmp_path / "onnx.md").is_file()
+    result = json.loads((tmp_path / "deploy.json").read_text())
+    measured = {r["variant"] for r in result["speed"]}
+    assert {"fairseq eager UN folded", "ORT fp32 UN folded", "ORT int8 UN scaled", "ORT fp32 LN"} <= measured
+    assert all(r["sentences_per_s"] > 0 and r["cpu_s"] > 0 for r in result["speed"])
+    assert set(result["memory"]) == measured and all(m["peak_rss_mib"] > 0 for m in result["memory"].values())
+    table = (tmp_path / "deploy.md").read_text()
+    assert all(f"| {name} | 1 |" in table for name in measured)
+
+
+# -- the commands without the extra, and bad files ------------------------------------------
+
+#: runs a console script's ``main`` with ``sys.argv`` = ARGS while the modules of the export
+#: extra cannot be imported (as in an install without ``[export]``)
+WITHOUT_EXTRA = """
+import importlib, sys
+BLOCKED = {"onnx", "onnxruntime", "onnxscript"}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+module, func = sys.argv[1].split(":")
+sys.argv = sys.argv[1:]
+sys.exit(getattr(importlib.import_module(module), func)())
+"""
+
+ENTRY_POINTS = {"un-fuse": "un_fairseq.fuse:main", "un-export": "un_fairseq.export.cli:main",
+                "un-translate": "un_translate.cli:main",
+                "un-average-checkpoints": "un_fairseq.average_checkpoints:main"}
+
+
+def without_extra(command, *args, timeout=120):
+    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRA, ENTRY_POINTS[command], *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", ENTRY_POINTS)
+def test_every_command_answers_help_without_the_extra(command):
+    proc = without_extra(command, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"usage: {command}")
+    assert "tensorboardX" not in proc.stdout + proc.stderr
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(checkpoints, exports, tmp_path):
+    for command, args in (("un-export", [checkpoints["un"], tmp_path / "out"]),
+                          ("un-translate", [exports["un"][0], "--input", tmp_path / "in.txt"])):
+        proc = without_extra(command, *args)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pip install 'un-fairseq[export]'" in lines[0], proc.stderr
+        assert "tensorboardX" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_checkpoints_and_folders_are_one_line_naming_the_file(checkpoints, exports, tmp_path):
+    import shutil
+
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(checkpoints["un"].read_bytes()[:len(checkpoints["un"].read_bytes()) // 2])
+    for bad, what in ((text, "not a torch checkpoint"), (truncated, "truncated")):
+        for command, args in (("un-fuse", [bad, tmp_path / "out.pt"]), ("un-export", [bad, tmp_path / "out"])):
+            proc = run([command, *args], check=False, timeout=300)
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and str(bad) in lines[0] and what in lines[0], (command, proc.stderr)
+            assert "tensorboardX" not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pt", "notes.pt"]  # nothing written
+
+    source = tmp_path / "in.txt"
+    source.write_text("a1 a2\n")
+    for name, damage in (("decoder_step.onnx", "missing"), ("decoder_step.onnx", "corrupt"),
+                         ("dict.tgt.txt", "corrupt"), ("manifest.json", "corrupt")):
+        folder = tmp_path / f"{name}-{damage}"
+        shutil.copytree(exports["un"][0], folder)
+        if damage == "missing":
+            (folder / name).unlink()
+        else:
+            data = (folder / name).read_bytes()
+            (folder / name).write_bytes(data[:len(data) // 3] + b"\n<bad line>\n")
+        proc = run(["un-translate", folder, "--input", source, "--threads", "1"], check=False, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], (name, damage, proc.stderr)
+        assert not proc.stdout

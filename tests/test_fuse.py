@@ -12,7 +12,7 @@ from torch import nn
 import un_fairseq  # noqa: F401  (registers the models, allows fairseq checkpoint types)
 from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from toy_models import batches, build, save_checkpoint, train_steps
-from un_fairseq import fuse
+from un_fairseq import fold, fuse
 from un_fairseq.checkpoint_io import load_checkpoint
 from un_fairseq.modules import NoNorm, OFFLINE_NORM_TYPES, PaddingAwareNorm
 
@@ -41,7 +41,7 @@ def test_fused_model_computes_the_eval_model(toy_data, norm):
     enc_ref, dec_ref = outputs(model, batch)
     enc_affine = None if norm == "none" else model.encoder.layer_norm.inference_scale()
 
-    fused = fuse.fuse_model(copy.deepcopy(model))
+    fused = fold.fold_model(copy.deepcopy(model))
     enc, dec = outputs(fused, batch)
     if enc_affine is not None:  # the final encoder norm now lives in the cross-attention
         enc = enc * enc_affine[0] + enc_affine[1]
@@ -67,7 +67,7 @@ def test_fused_model_computes_the_eval_model(toy_data, norm):
 def test_online_norms_are_refused_by_name(toy_data, norm):
     _, _, model = build(toy_data, "--encoder-norm-type", "un", "--decoder-norm-type", norm)
     with pytest.raises(ValueError) as err:
-        fuse.fuse_model(model)
+        fold.fold_model(model)
     message = str(err.value)
     assert f"decoder.layers.0.self_attn_layer_norm ({norm})" in message
     assert f"decoder.layer_norm ({norm})" in message
@@ -79,7 +79,7 @@ def test_online_norms_are_refused_by_name(toy_data, norm):
 def test_other_models_are_refused(toy_data, tmp_path):
     args, _, model = build(toy_data, arch=["--arch", "transformer", *TINY_MODEL[2:]])
     with pytest.raises(ValueError, match="transformer_un"):
-        fuse.fuse_model(model)
+        fold.fold_model(model)
     ckpt = save_checkpoint(args, model, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="transformer_un"):
         fuse.fuse_state(load_checkpoint(ckpt))

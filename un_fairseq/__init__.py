@@ -7,7 +7,13 @@ Loaded by fairseq with ``--user-dir un_fairseq``: importing it registers the
 wrappers (loss scale, rollback of skipped updates: ``fp16_hooks.py``).
 """
 
-from . import checkpoint_safety, fp16_hooks, models  # noqa: F401
+import logging
+
+# fairseq's text_to_speech task logs "Please install tensorboardX" when fairseq's tasks are
+# imported, which the plugin's own commands (un-fuse, un-export, ...) would otherwise print first
+logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
+
+from . import checkpoint_safety, fp16_hooks, models  # noqa: E402,F401
 
 checkpoint_safety.allow_fairseq_checkpoint_types()
 fp16_hooks.install()

@@ -1,5 +1,8 @@
 """Reading and writing fairseq checkpoints: safe loading, atomic saving."""
 
+import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Dict
 
@@ -8,22 +11,49 @@ import torch
 from un_tools.atomic import atomic_path
 from .checkpoint_safety import allow_fairseq_checkpoint_types
 
+#: the first bytes of torch's legacy (pre-zip) format: a protocol-2 pickle
+LEGACY_MAGIC = b"\x80\x02"
+
 
 def load_checkpoint(path) -> Dict[str, Any]:
-    """A checkpoint's raw state on CPU, under torch's safe ``weights_only=True`` unpickler."""
+    """A checkpoint's raw state on CPU, under torch's safe ``weights_only=True`` unpickler.
+
+    FileNotFoundError for a missing file; ValueError, in one line naming the file, for an
+    empty, truncated or damaged file, one that is not a torch checkpoint, or one without a
+    fairseq model."""
     allow_fairseq_checkpoint_types()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise ValueError(f"{path} is empty: not a checkpoint")
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is truncated or damaged: a zip archive without its central directory")
+    if not head.startswith(b"PK") and not head.startswith(LEGACY_MAGIC):
+        raise ValueError(f"{path} is not a torch checkpoint (neither torch's zip format nor its legacy format)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unpickler's notes on pickle protocols
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except EOFError as err:
-        raise ValueError(f"{path} is truncated or empty: {err}") from err
-    except RuntimeError as err:
-        raise ValueError(f"{path} is not a readable torch checkpoint: {err}") from err
+        raise ValueError(f"{path} is truncated: {_first_line(err) or 'it ends early'}") from None
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} holds objects that torch's safe loader refuses: not a fairseq checkpoint "
+                         f"of this plugin") from None
+    except (RuntimeError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable torch checkpoint (truncated or damaged?): "
+                         f"{_first_line(err)}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, at most 160 characters."""
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__
 
 
 def save_atomically(state: Dict[str, Any], path) -> int:

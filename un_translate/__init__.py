@@ -10,6 +10,15 @@ fairseq). Beam search follows fairseq-generate's semantics and defaults.
 """
 
 from .beam_search import Hypothesis, SearchOptions, beam_search
-from .translator import Translator
 
 __all__ = ["Hypothesis", "SearchOptions", "Translator", "beam_search"]
+
+
+def __getattr__(name):
+    """``Translator`` is imported on first use, so that ``import un_translate`` (and
+    ``un-translate --help``) work without onnxruntime."""
+    if name == "Translator":
+        from .translator import Translator
+
+        return Translator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

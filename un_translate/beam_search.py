@@ -3,7 +3,8 @@ SequenceGenerator`` with ``fairseq.search.BeamSearch``), in numpy over the expor
 
 Per step, for every live hypothesis: log-probabilities of the next token (NaN -> -inf, pad
 never chosen, ``unk_penalty`` subtracted from unk, only eos allowed once the step reaches
-``max_len``, eos forbidden before ``min_len``); cumulative scores; the best ``2 * beam``
+``max_len``, eos forbidden before ``min_len``; the graph applies these and returns each
+row's best ``K`` tokens); cumulative scores; the best ``2 * beam``
 (token, hypothesis) candidates per sentence; those of the first ``beam`` candidates that end
 in eos are finalised with score ``cumulative / (step + 1) ** len_penalty``; the first
 ``beam`` candidates that do not end in eos continue. A sentence is done when it has ``beam``
@@ -54,13 +55,12 @@ class Hypothesis:
     positional_scores: np.ndarray = field(repr=False)
 
 
-def _top_candidates(scores: np.ndarray, k: int):
-    """The ``k`` largest entries of each row, descending (ties: lower index first)."""
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
-    return np.take_along_axis(scores, idx, axis=1), idx
+def _top_candidates(scores: np.ndarray, flat_index: np.ndarray, k: int):
+    """Per row, the ``k`` largest ``scores`` descending, equal scores by lower ``flat_index``
+    first (``torch.topk`` over fairseq's ``beam x V`` scores, whose index is ``flat_index``).
+    Rows hold only the graph's ``beam x K`` candidates, so this sort is small."""
+    order = np.lexsort((flat_index, -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(flat_index, order, axis=1)
 
 
 def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, opts: SearchOptions,
@@ -69,21 +69,29 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
     ``src_lengths`` ``B``. Returns, per sentence, its ``beam`` hypotheses best first.
 
     ``model`` is an :class:`~un_translate.onnx_model.OnnxModel`; ``vocab`` the target
-    vocabulary (special indices, size); ``max_positions`` the decoder's.
+    vocabulary (special indices, size); ``max_positions`` the decoder's. The graph returns
+    each row's best ``K >= 2 x beam`` tokens (or all ``V``); the best ``2 x beam`` of a
+    sentence's ``beam x V`` scores are among its rows' best ``2 x beam``, so merging the
+    ``beam x K`` candidates here selects what fairseq's ``topk`` over ``beam x V`` selects.
     """
     V = len(vocab)
     pad, unk, eos = vocab.pad, vocab.unk, vocab.eos
     beam = min(opts.beam, V - 1)  # pad is never chosen
+    if 2 * beam > model.candidates and model.candidates < V:
+        raise ValueError(f"beam={opts.beam}: this export keeps {model.candidates} candidates per row, enough "
+                         f"for a beam of {model.candidates // 2}; re-export with un-export --max-beam {opts.beam}")
     n_sent = src_tokens.shape[0]
     max_len = np.minimum((opts.max_len_a * src_lengths + opts.max_len_b).astype(np.int64), max_positions - 1)
     if (opts.min_len > max_len).any():
         raise ValueError(f"min_len={opts.min_len} is larger than the maximum length {int(max_len.min())}: "
                          f"lower --min-len or raise --max-len-a/--max-len-b")
 
-    _, padding_mask, cross_k, cross_v = model.encode(src_tokens, src_lengths)
-    rows = np.repeat(np.arange(n_sent), beam)  # every sentence's encoder state, beam times
-    padding_mask, cross_k, cross_v = padding_mask[rows], cross_k[:, rows], cross_v[:, rows]
-    cache_k = cache_v = model.empty_cache(n_sent * beam)
+    padding_mask, cross = model.encode(src_tokens, src_lengths)  # one row per sentence, never per beam
+    cache = model.empty_cache(n_sent)
+    bias = np.zeros(V, dtype=np.float32)  # fairseq-generate's adjustments of the log-probabilities
+    bias[pad] = NEG_INF
+    bias[unk] = -np.float32(opts.unk_penalty)
+    eos_bias = bias[eos]
 
     live = np.arange(n_sent)  # original index of each live sentence
     bsz = n_sent
@@ -95,26 +103,28 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
     finished = np.zeros(n_sent, dtype=bool)
 
     for step in range(int(max_len.max()) + 1):
-        lprobs, cache_k, cache_v = model.step(tokens[:, step], step, cache_k, cache_v,
-                                              cross_k, cross_v, padding_mask)
-        lprobs = np.array(lprobs, dtype=np.float32)
-        lprobs[np.isnan(lprobs)] = NEG_INF
-        lprobs[:, pad] = NEG_INF
-        lprobs[:, unk] -= np.float32(opts.unk_penalty)
-        at_max = np.repeat(step >= max_len[live], beam)
-        lprobs[at_max, :eos] = NEG_INF
-        lprobs[at_max, eos + 1:] = NEG_INF
-        if step < opts.min_len:
-            lprobs[:, eos] = NEG_INF
+        width = 1 if step == 0 else beam  # decoder rows per sentence: every beam is the same at step 0
+        bias[eos] = NEG_INF if step < opts.min_len else eos_bias
+        row_tokens = tokens[::beam, step] if width == 1 else tokens[:, step]
+        cand_lp, cand_tok, eos_lp, cache = model.step(row_tokens, step, bias, padding_mask, cross, cache)
+        at_max = np.repeat(step >= max_len[live], width)
+        nan = np.isnan(cand_lp)
+        if nan.any() or at_max.any():
+            cand_lp, cand_tok = cand_lp.copy(), cand_tok.copy()
+            cand_lp[nan] = NEG_INF  # fairseq: NaN -> -inf
+            eos_lp = np.where(np.isnan(eos_lp), NEG_INF, eos_lp)
+        if at_max.any():  # only eos is allowed
+            cand_lp[at_max] = NEG_INF
+            cand_lp[at_max, 0] = eos_lp[at_max]
+            cand_tok[at_max, 0] = eos
 
-        # fairseq.search.BeamSearch.step
-        lp = lprobs.reshape(bsz, beam, V)
-        if step == 0:
-            lp = lp[:, :1, :]  # every hypothesis is the same: use the first
-        else:
+        # fairseq.search.BeamSearch.step, over the graph's candidates
+        k = cand_lp.shape[1]
+        lp = cand_lp.reshape(bsz, width, k)
+        if step > 0:
             lp = lp + scores.reshape(bsz, beam, -1)[:, :, step - 1][:, :, None]
-        flat = lp.reshape(bsz, -1)
-        cand_scores, cand_flat = _top_candidates(flat, min(2 * beam, flat.shape[1] - 1))
+        flat_index = (np.arange(width)[None, :, None] * V + cand_tok.reshape(bsz, width, k)).reshape(bsz, -1)
+        cand_scores, cand_flat = _top_candidates(lp.reshape(bsz, -1), flat_index, min(2 * beam, width * V - 1))
         cand_beams, cand_indices = cand_flat // V, cand_flat % V
         bbsz_offsets = (np.arange(bsz) * beam)[:, None]
         cand_bbsz_idx = cand_beams + bbsz_offsets
@@ -136,12 +146,12 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
             cands_to_ignore = cands_to_ignore[keep]
             kept_rows = (keep[:, None] * beam + np.arange(beam)).reshape(-1)
             scores, tokens = scores[kept_rows], tokens[kept_rows]
-            padding_mask, cross_k, cross_v = padding_mask[kept_rows], cross_k[:, kept_rows], cross_v[:, kept_rows]
-            old_offsets = (keep * beam)[:, None]  # the caches are still indexed as before
+            padding_mask, cross = padding_mask[keep], [c[keep] for c in cross]
+            old_offsets = (keep * width)[:, None]  # the caches are still indexed as before
             live, bsz = live[keep], len(keep)
             bbsz_offsets = (np.arange(bsz) * beam)[:, None]
         else:
-            old_offsets = bbsz_offsets
+            old_offsets = (np.arange(bsz) * width)[:, None]
 
         # the first `beam` candidates that do not end in eos (nor are ignored) continue
         eos_mask[:, :beam] |= cands_to_ignore
@@ -158,7 +168,7 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
             scores[:, :step] = scores[active_bbsz_idx, :step]
         scores.reshape(bsz, beam, -1)[:, :, step] = np.take_along_axis(cand_scores, active_hypos, axis=1)
         cache_rows = (chosen_beams + old_offsets).reshape(-1)
-        cache_k, cache_v = cache_k[:, cache_rows], cache_v[:, cache_rows]
+        cache = [c.take(cache_rows, axis=0) for c in cache]
 
     for hyps in finalized:
         hyps.sort(key=lambda h: -h.score)  # stable: an equal score keeps the earlier one first

@@ -10,8 +10,8 @@ import sys
 import time
 
 from .beam_search import SearchOptions, base2
-from .manifest import ExportError
-from .translator import Translator
+from .manifest import ExportError, MissingDependency
+from .onnx_model import SPINNING
 from .vocabulary import BPE_SYMBOLS
 
 DEFAULTS = SearchOptions()
@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
                         f"one of {', '.join(map(repr, BPE_SYMBOLS))}")
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime intra-op threads per graph (default: ONNX Runtime's)")
+    p.add_argument("--spinning", choices=SPINNING, default="auto",
+                   help="let idle ONNX Runtime threads busy-wait for work: auto (default) spins only when "
+                        "--threads fit in the cores the load average leaves free")
     return p
 
 
@@ -55,7 +58,9 @@ def main(argv=None) -> int:
     if args.nbest < 1 or args.nbest > args.beam:
         parser().error(f"--nbest {args.nbest}: give a number from 1 to --beam ({args.beam})")
     try:
-        translator = Translator(args.folder, batch_size=args.batch_size, threads=args.threads,
+        from .translator import Translator  # onnxruntime loads here, after the arguments are checked
+
+        translator = Translator(args.folder, batch_size=args.batch_size, threads=args.threads, spinning=args.spinning,
                                 remove_bpe=args.remove_bpe, beam=args.beam, len_penalty=args.lenpen,
                                 unk_penalty=args.unkpen, max_len_a=args.max_len_a,
                                 max_len_b=args.max_len_b, min_len=args.min_len)
@@ -65,7 +70,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         results = translator.translate(lines)
         seconds = time.perf_counter() - start
-    except (ExportError, ValueError, OSError) as err:
+    except (ExportError, MissingDependency, ValueError, OSError) as err:
         print(f"un-translate: error: {err}", file=sys.stderr)
         return 2
     for i, hyps in enumerate(results):

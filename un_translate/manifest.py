@@ -6,42 +6,79 @@ Standard library only.
 
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
-FORMAT = "un-fairseq-onnx/1"
+FORMAT = "un-fairseq-onnx/2"
 MANIFEST = "manifest.json"
 ENCODER = "encoder.onnx"
 DECODER_STEP = "decoder_step.onnx"
 SOURCE_DICT = "dict.src.txt"
 TARGET_DICT = "dict.tgt.txt"
 
-#: ``B`` sentences (hypotheses in the decoder), ``S`` source tokens, ``T`` cached target
-#: tokens, ``L`` decoder layers, ``H`` heads, ``D`` channels per head, ``C`` model channels.
+#: the largest beam an export serves unless ``un-export --max-beam`` says otherwise: each
+#: decoder step keeps ``2 x`` this many candidates per row
+DEFAULT_MAX_BEAM = 10
+
+#: ``B`` sentences, ``N`` decoder rows (``B`` at the first step, then ``B x beam``), ``S``
+#: source tokens, ``T`` cached target tokens, ``H`` heads, ``D`` channels per head, ``C``
+#: model channels, ``V`` target vocabulary, ``K`` candidates per row. A name with ``{i}``
+#: stands for one tensor per decoder layer ``i = 0 .. L-1``, in that order.
 ENCODER_INPUTS = {"src_tokens": ("int64", ["B", "S"]), "src_lengths": ("int64", ["B"])}
 ENCODER_OUTPUTS = {
     "encoder_out": ("float32", ["B", "S", "C"]),
     "encoder_padding_mask": ("bool", ["B", "S"]),
-    "cross_k": ("float32", ["L", "B", "H", "S", "D"]),
-    "cross_v": ("float32", ["L", "B", "H", "S", "D"]),
+    "cross_k_{i}": ("float32", ["B", "H", "S", "D"]),
+    "cross_v_{i}": ("float32", ["B", "H", "S", "D"]),
 }
 DECODER_INPUTS = {
-    "tokens": ("int64", ["B"]),
+    "tokens": ("int64", ["N"]),
     "step": ("int64", []),
-    "cache_k": ("float32", ["L", "B", "H", "T", "D"]),
-    "cache_v": ("float32", ["L", "B", "H", "T", "D"]),
-    "cross_k": ("float32", ["L", "B", "H", "S", "D"]),
-    "cross_v": ("float32", ["L", "B", "H", "S", "D"]),
+    "token_bias": ("float32", ["V"]),
     "encoder_padding_mask": ("bool", ["B", "S"]),
+    "cross_k_{i}": ("float32", ["B", "H", "S", "D"]),
+    "cross_v_{i}": ("float32", ["B", "H", "S", "D"]),
+    "cache_k_{i}": ("float32", ["N", "H", "T", "D"]),
+    "cache_v_{i}": ("float32", ["N", "H", "T", "D"]),
 }
 DECODER_OUTPUTS = {
-    "log_probs": ("float32", ["B", "V"]),
-    "new_cache_k": ("float32", ["L", "B", "H", "T+1", "D"]),
-    "new_cache_v": ("float32", ["L", "B", "H", "T+1", "D"]),
+    "cand_log_probs": ("float32", ["N", "K"]),
+    "cand_tokens": ("int64", ["N", "K"]),
+    "eos_log_probs": ("float32", ["N"]),
+    "new_cache_k_{i}": ("float32", ["N", "H", "T+1", "D"]),
+    "new_cache_v_{i}": ("float32", ["N", "H", "T+1", "D"]),
 }
+
+
+def names(spec: Dict[str, Any], layers: int) -> List[str]:
+    """The graph's tensor names in order, each ``{i}`` name once per layer."""
+    out: List[str] = []
+    for name in spec:
+        out += [name.format(i=i) for i in range(layers)] if "{i}" in name else [name]
+    return out
+
+
+#: what installs the runtime (and the exporter)
+INSTALL_EXTRA = "pip install 'un-fairseq[export]'"
 
 
 class ExportError(ValueError):
     """An export folder that cannot be used, with the reason."""
+
+
+class MissingDependency(ImportError):
+    """An optional dependency that is not installed, with the command that installs it."""
+
+    def __init__(self, what: str, name: str) -> None:
+        super().__init__(f"{what} needs {name}, which is not installed: {INSTALL_EXTRA}")
+
+
+def import_onnxruntime():
+    """``onnxruntime``, or :class:`MissingDependency` naming the install command."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependency("un-translate", "onnxruntime") from None
+    return onnxruntime
 
 
 def load_manifest(folder) -> Dict[str, Any]:
@@ -55,7 +92,8 @@ def load_manifest(folder) -> Dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ExportError(f"{path} is not valid JSON: {err}") from err
     if manifest.get("format") != FORMAT:
-        raise ExportError(f"{path}: format {manifest.get('format')!r}, this translator reads {FORMAT!r}")
+        raise ExportError(f"{path}: format {manifest.get('format')!r}, this translator reads {FORMAT!r}: "
+                          f"export the checkpoint again with un-export")
     for name in (ENCODER, DECODER_STEP, SOURCE_DICT, TARGET_DICT):
         if not (folder / name).is_file():
             raise ExportError(f"{folder} lacks {name}")

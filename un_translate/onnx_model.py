@@ -1,53 +1,91 @@
 """The exported encoder and decoder-step graphs in ONNX Runtime."""
 
+import os
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-try:
-    import onnxruntime as ort
-except ImportError as err:  # installed without the extra
-    raise ImportError("un-translate needs onnxruntime: pip install 'un-fairseq[export]' "
-                      "(or just numpy and onnxruntime)") from err
+from .manifest import DECODER_INPUTS, DECODER_STEP, ENCODER, ExportError, import_onnxruntime, load_manifest, names
 
-from .manifest import DECODER_STEP, ENCODER, load_manifest
+
+def session(ort, path: Path, options):
+    """An ONNX Runtime CPU session of ``path``; :class:`ExportError` naming the file when
+    ONNX Runtime cannot read it."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own pybind error types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ExportError(f"{path} is not a readable ONNX graph (damaged or truncated?): {first}") from None
+
+
+SPINNING = ("auto", "on", "off")
+
+
+def session_options(ort, threads: Optional[int], spinning: str = "auto"):
+    """ONNX Runtime settings for CPU serving (``docs/export.md``, "Session settings").
+
+    ``threads`` intra-op threads (None: ONNX Runtime's default, one per physical core); one
+    inter-op thread and sequential execution (the graphs are chains: nothing runs in
+    parallel); every graph optimisation (``ORT_ENABLE_ALL``: fusions such as MatMul + Add,
+    GELU, attention pieces). ``spinning``: whether idle intra-op threads busy-wait for the
+    next op; ``auto`` spins only when the threads fit in the cores the load average leaves
+    free (spinning threads on oversubscribed cores steal the time of the threads doing work).
+    """
+    if spinning not in SPINNING:
+        raise ValueError(f"spinning={spinning!r}: choose one of {', '.join(SPINNING)}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    if spinning == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        spin = (threads or cores) + os.getloadavg()[0] <= cores + 0.5
+    else:
+        spin = spinning == "on"
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return options
 
 
 class OnnxModel:
-    """An ``un-export`` folder's two graphs, each an ONNX Runtime CPU session.
+    """An ``un-export`` folder's two graphs, each an ONNX Runtime CPU session
+    (:func:`session_options`)."""
 
-    ``threads``: intra-op threads of each session (None: ONNX Runtime's default).
-    """
-
-    def __init__(self, folder, threads: Optional[int] = None) -> None:
+    def __init__(self, folder, threads: Optional[int] = None, spinning: str = "auto") -> None:
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(self.folder / ENCODER), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(self.folder / DECODER_STEP), options, providers=providers)
+        ort = import_onnxruntime()
+        options = session_options(ort, threads, spinning)
+        self.encoder = session(ort, self.folder / ENCODER, options)
+        self.decoder = session(ort, self.folder / DECODER_STEP, options)
         shape = self.manifest["model"]
-        self.cache_shape = (shape["decoder_layers"], shape["decoder_heads"], shape["decoder_head_dim"])
+        self.layers, self.heads, self.head_dim = (shape["decoder_layers"], shape["decoder_heads"],
+                                                  shape["decoder_head_dim"])
+        self.candidates = shape["candidates_per_row"]
+        self._cross = names(DECODER_INPUTS, self.layers)[4:4 + 2 * self.layers]
+        self._cache = names(DECODER_INPUTS, self.layers)[4 + 2 * self.layers:]
 
-    def encode(self, src_tokens: np.ndarray, src_lengths: np.ndarray) -> Tuple[np.ndarray, ...]:
-        """``B x S`` right-padded tokens and ``B`` lengths -> ``encoder_out`` (``B x S x C``),
-        ``encoder_padding_mask`` (``B x S``), ``cross_k``, ``cross_v`` (``L x B x H x S x D``)."""
-        return tuple(self.encoder.run(None, {"src_tokens": src_tokens.astype(np.int64),
-                                             "src_lengths": src_lengths.astype(np.int64)}))
+    def encode(self, src_tokens: np.ndarray, src_lengths: np.ndarray) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """``B x S`` right-padded tokens and ``B`` lengths -> ``encoder_padding_mask``
+        (``B x S``) and the cross-attention keys and values, ``[k_0, .., k_L-1, v_0, ..]``
+        (each ``B x H x S x D``)."""
+        out = self.encoder.run(None, {"src_tokens": src_tokens.astype(np.int64),
+                                      "src_lengths": src_lengths.astype(np.int64)})
+        return out[1], out[2:]
 
-    def empty_cache(self, batch: int) -> np.ndarray:
-        """A cache with no token yet: ``L x B x H x 0 x D``."""
-        layers, heads, dim = self.cache_shape
-        return np.zeros((layers, batch, heads, 0, dim), dtype=np.float32)
+    def empty_cache(self, rows: int) -> List[np.ndarray]:
+        """Caches with no token yet: ``[k_0, .., k_L-1, v_0, ..]``, each ``rows x H x 0 x D``."""
+        return [np.zeros((rows, self.heads, 0, self.head_dim), dtype=np.float32) for _ in range(2 * self.layers)]
 
-    def step(self, tokens: np.ndarray, step: int, cache_k: np.ndarray, cache_v: np.ndarray,
-             cross_k: np.ndarray, cross_v: np.ndarray, padding_mask: np.ndarray):
-        """One decoder step: ``log_probs`` (``B x V``) and the caches grown by one token."""
-        return self.decoder.run(None, {
-            "tokens": tokens.astype(np.int64), "step": np.array(step, dtype=np.int64),
-            "cache_k": cache_k, "cache_v": cache_v, "cross_k": cross_k, "cross_v": cross_v,
-            "encoder_padding_mask": padding_mask})
+    def step(self, tokens: np.ndarray, step: int, token_bias: np.ndarray, padding_mask: np.ndarray,
+             cross: List[np.ndarray], cache: List[np.ndarray]):
+        """One decoder step: ``cand_log_probs``, ``cand_tokens`` (``N x K``), ``eos_log_probs``
+        (``N``) and the caches grown by one token (``[k_0, .., v_0, ..]``)."""
+        feed = {"tokens": tokens.astype(np.int64), "step": np.array(step, dtype=np.int64),
+                "token_bias": token_bias, "encoder_padding_mask": padding_mask}
+        feed.update(zip(self._cross, cross))
+        feed.update(zip(self._cache, cache))
+        out = self.decoder.run(None, feed)
+        return out[0], out[1], out[2], out[3:]

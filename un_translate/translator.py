@@ -19,19 +19,19 @@ class Translator:
             print(hyps[0].score, translator.detokenize(hyps[0]))
 
     Options are fairseq-generate's (:class:`SearchOptions`); ``batch_size`` sentences are
-    decoded together (sorted by length, returned in input order); ``threads`` is ONNX
-    Runtime's intra-op thread count per session.
+    decoded together (sorted by length, returned in input order); ``threads`` and
+    ``spinning`` are ONNX Runtime's (:func:`~un_translate.onnx_model.session_options`).
     """
 
     def __init__(self, folder, batch_size: int = 16, threads: Optional[int] = None,
-                 remove_bpe: Optional[str] = None, **search) -> None:
+                 remove_bpe: Optional[str] = None, spinning: str = "auto", **search) -> None:
         self.options = SearchOptions(**search)
         self.options.check()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is not allowed: give a whole number >= 1")
         self.batch_size = batch_size
         self.remove_bpe = remove_bpe
-        self.model = OnnxModel(folder, threads=threads)
+        self.model = OnnxModel(folder, threads=threads, spinning=spinning)
         manifest = self.model.manifest
         dicts = manifest["dictionaries"]
         self.src_vocab = Vocabulary(Path(folder) / SOURCE_DICT, dicts["source"]["special_symbols"], dicts["source"]["specials"])

@@ -21,11 +21,34 @@ OUTDIR is written atomically (nothing is left after a failure).
 """
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+from typing import Optional
 
 from un_tools.atomic import atomic_dir
+from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
+
+#: ``--int8`` schemes: ONNX Runtime's dynamic quantisation of every weight matmul (int8
+#: weights per output channel, uint8 activations per tensor, computed at run time);
+#: ``folded`` (the default) quantises the folded weights, ``scaled`` first keeps a folded
+#: norm's scale as a per-channel multiply before the matmuls (``fold.fold_model(keep_scale=True)``);
+#: measured on test2016 in docs/export.md
+INT8_SCHEMES = ("folded", "scaled")
 from ..checkpoint_io import load_checkpoint
+
+#: what ``un-export`` imports from the ``export`` extra (onnxscript: torch's dynamo exporter)
+EXTRA_MODULES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def missing_extra() -> Optional[str]:
+    """The first module of the ``export`` extra that cannot be imported (None: all can)."""
+    for name in EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
                    help="replace an existing OUTDIR (only once the new one is complete)")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default: the exporter's, 20 with torch 2.13; >= 18)")
+    p.add_argument("--max-beam", type=int, default=DEFAULT_MAX_BEAM, metavar="N",
+                   help="the largest beam the graphs serve: each decoder step returns 2 x N candidates "
+                        "per hypothesis (default: %(default)s)")
+    p.add_argument("--int8", nargs="?", const="folded", default=None, choices=INT8_SCHEMES, metavar="SCHEME",
+                   help="quantise the weight matmuls to int8 (ONNX Runtime dynamic quantisation, weights per "
+                        "output channel): 'folded' (a bare --int8) quantises the folded weights, 'scaled' keeps "
+                        "a folded norm's per-channel scale as a multiply before the matmuls; see docs/export.md. "
+                        "The fp32 graphs are verified first")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="compare the folded model with the unfolded one, and ONNX Runtime with the "
                         "checkpoint's model, on random tokens; fail (writing nothing) beyond "
@@ -57,24 +88,39 @@ def main(argv=None) -> int:
     if outdir.exists() and not args.overwrite:
         print(f"un-export: error: {outdir} exists; give --overwrite to replace it", file=sys.stderr)
         return 2
+    if args.max_beam < 1:
+        print(f"un-export: error: --max-beam {args.max_beam}: give a whole number >= 1", file=sys.stderr)
+        return 2
     if args.opset is not None and args.opset < 18:
         print(f"un-export: error: --opset {args.opset}: the dynamo exporter writes opset 18 or later",
               file=sys.stderr)
         return 2
-    from . import exporter  # torch, onnx and fairseq load here, after the arguments are checked
+    missing = missing_extra()
+    if missing:
+        print(f"un-export: error: un-export needs {missing}, which is not installed: {INSTALL_EXTRA}",
+              file=sys.stderr)
+        return 2
+    from . import exporter  # onnx and the exporter load here, after the arguments are checked
 
     try:
         state = load_checkpoint(checkpoint)
         tolerance = args.tolerance if args.verify else float("inf")
-        task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance)
+        task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance,
+                                                          keep_scale=args.int8 == "scaled")
         with atomic_dir(outdir) as tmp:
-            exporter.export_graphs(model, tmp, args.opset)
+            exporter.export_graphs(model, tmp, args.opset, args.max_beam)
             dictionaries = exporter.write_dictionaries(task, tmp)
             counts = exporter.census(tmp)
             # the manifest first: the ONNX Runtime check reads the folder as un-translate does
-            exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None)
+            exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None, args.max_beam)
             worst = exporter.check_with_onnxruntime(tmp, task, reference, args.tolerance) if args.verify else None
-            manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst)
+            if args.int8:
+                report["int8"] = {"scheme": args.int8, **exporter.quantize(tmp)}
+                counts = exporter.census(tmp)
+                report["int8"]["largest_log_prob_difference"] = exporter.check_with_onnxruntime(
+                    tmp, task, reference, float("inf"))
+            manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst,
+                                              args.max_beam)
     except KeyboardInterrupt:
         print("un-export: interrupted; nothing written", file=sys.stderr)
         return 130
@@ -89,6 +135,10 @@ def main(argv=None) -> int:
         print(line)
     if worst is not None:
         print(f"ONNX Runtime vs the checkpoint: largest log-probability difference {worst:.3g}")
+    if args.int8:
+        print(f"int8 ({args.int8}): {sum(report['int8']['quantized_matmuls'].values())} weight matmuls quantised; "
+              f"largest log-probability difference to the checkpoint "
+              f"{report['int8']['largest_log_prob_difference']:.3g} (not a failure: int8 rounds)")
     sizes = {name: g["bytes"] / 2**20 for name, g in manifest["graphs"].items()}
     print(f"wrote {outdir}: opset {manifest['exporter']['opset']}, "
           + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in sizes.items()))

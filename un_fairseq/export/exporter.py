@@ -5,12 +5,11 @@ both graphs here (dynamic batch, source and cache lengths, an empty cache includ
 TorchScript exporter is not used.
 """
 
-import copy
 import hashlib
 import json
 import logging
+import math
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -21,89 +20,105 @@ from torch import nn
 
 from un_translate import manifest as layout
 
-from .. import fuse
-from ..modules import OFFLINE_NORM_TYPES, norm_type_of
+from .. import fold
 from .census import format_census, norm_ops, op_counts
-from .graphs import DecoderStepGraph, EncoderGraph, unsupported_features
+from .graphs import DecoderStepGraph, EncoderGraph, candidates_per_row
 
 #: beyond this many bytes of weights a graph keeps them in a ``.data`` file beside it (ONNX's
 #: protobuf limit is 2 GiB)
 INLINE_WEIGHTS_LIMIT = 1 << 30
+DEFAULT_MAX_BEAM = layout.DEFAULT_MAX_BEAM
 
 
-def norm_kinds(model: nn.Module) -> Dict[str, int]:
-    """``{norm type: count}`` over every norm position of the model."""
-    return dict(Counter(norm_type_of(m) for m in model.modules() if fuse._is_norm(m)))
-
-
-def prepare(state: Dict, data: Optional[str], verify_batches: int, tolerance: float, seed: int = 1):
-    """Rebuild the checkpoint's model and fold it when every norm is offline (or none).
+def prepare(state: Dict, data: Optional[str], verify_batches: int, tolerance: float, seed: int = 1,
+            keep_scale: bool = False):
+    """Rebuild the checkpoint's model and fold it when every norm is offline (or none), with
+    :func:`un_fairseq.fold.load_folded`.
 
     Returns ``(task, model, reference, report)``: the model to export, the model as the
     checkpoint stored it (the reference of every check) and what was done. Raises
     ValueError when the fold changes the outputs by more than ``tolerance``.
     """
-    task, model = fuse.build_from_state(state, data)
-    problems = unsupported_features(model)
-    if problems:
-        raise ValueError("un-export does not support " + ", ".join(problems))
-    kinds = norm_kinds(model)
-    report = {"norm_types": kinds, "folded": False}
-    reference = model
-    if set(kinds) <= set(OFFLINE_NORM_TYPES) | {"none"} and set(kinds) - {"none"}:
-        reference = copy.deepcopy(model)
-        enc_norm = model.encoder.layer_norm
-        enc_affine = None if norm_type_of(enc_norm) == "none" else fuse._affine(enc_norm, "encoder.layer_norm")
-        fuse.fuse_model(model)
-        batches = fuse._batches(task, model, None, verify_batches, seed)
-        worst_enc, worst_dec, bad = fuse.compare(task, reference, model, enc_affine, batches, tolerance)
-        report.update(folded=True, fold_check={"encoder_out": worst_enc, "decoder_log_probs": worst_dec})
-        if bad:
-            raise ValueError(f"folding changed {bad} values by more than the tolerance {tolerance:g} "
-                             f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g})")
-    report["graph_norm_types"] = norm_kinds(model)
-    return task, model.eval(), reference.eval(), report
+    result = fold.load_folded(state, data, tolerance, count=verify_batches, seed=seed, keep_scale=keep_scale)
+    report = {"norm_types": result.norm_types, "folded": result.folded, "scale_kept": keep_scale and result.folded}
+    if result.folded:
+        report["fold_check"] = result.check
+    report["graph_norm_types"] = fold.norm_kinds(result.model)
+    return result.task, result.model, result.reference, report
 
 
-def _example_inputs(model: nn.Module, batch: int = 3, src_len: int = 7, cache_len: int = 4):
+def _example_inputs(model: nn.Module, encoder: nn.Module, batch: int = 3, rows: int = 6, src_len: int = 7,
+                    cache_len: int = 4):
     """Inputs to trace with: sizes >= 2 and all different, so that none is specialised."""
     d = model.encoder.dictionary
     src = torch.randint(d.nspecial, len(d), (batch, src_len))
     lengths = torch.tensor([src_len] + [src_len - 2] * (batch - 1))
-    enc = EncoderGraph(model)
     with torch.no_grad():
-        _, mask, cross_k, cross_v = enc(src, lengths)
-    layers, _, heads, _, dim = cross_k.shape
-    cache = torch.zeros(layers, batch, heads, cache_len, dim)
-    tokens = torch.full((batch,), d.eos())
-    return (src, lengths), (tokens, torch.tensor(cache_len), cache, cache.clone(), cross_k, cross_v, mask)
+        _, mask, *kv = encoder(src, lengths)
+    layers = len(kv) // 2
+    _, heads, _, dim = kv[0].shape
+    cache = tuple(torch.zeros(rows, heads, cache_len, dim) for _ in range(layers))
+    tokens = torch.full((rows,), d.eos())
+    bias = torch.zeros(len(model.decoder.dictionary))
+    return ((src, lengths),
+            (tokens, torch.tensor(cache_len), bias, mask, tuple(kv[:layers]), tuple(kv[layers:]), cache,
+             tuple(c.clone() for c in cache)))
 
 
-def export_graphs(model: nn.Module, folder: Path, opset: Optional[int] = None) -> None:
-    """Write the encoder and decoder-step graphs of ``model`` (eval mode) into ``folder``."""
+def export_graphs(model: nn.Module, folder: Path, opset: Optional[int] = None, max_beam: int = DEFAULT_MAX_BEAM) -> None:
+    """Write the encoder and decoder-step graphs of ``model`` (eval mode) into ``folder``;
+    the step keeps ``2 * max_beam`` candidates per row (at most ``V``)."""
     from torch.export import Dim
 
     for name in ("onnx_ir", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" x 4
-    batch, src_len, cache_len = Dim("batch"), Dim("src_len"), Dim("cache_len")
-    enc_inputs, dec_inputs = _example_inputs(model)
+    batch, rows, src_len, cache_len = Dim("batch"), Dim("rows"), Dim("src_len"), Dim("cache_len")
+    encoder = EncoderGraph(model).eval()
+    decoder = DecoderStepGraph(model, max_beam).eval()
+    enc_inputs, dec_inputs = _example_inputs(model, encoder)
+    layers = len(model.decoder.layers)
     external = sum(p.numel() * p.element_size() for p in model.parameters()) > INLINE_WEIGHTS_LIMIT
+    per_sentence = tuple({0: batch, 2: src_len} for _ in range(layers))
+    per_row = tuple({0: rows, 2: cache_len} for _ in range(layers))
     graphs = (
-        (EncoderGraph(model), enc_inputs, layout.ENCODER, layout.ENCODER_INPUTS, layout.ENCODER_OUTPUTS,
-         {"src_tokens": {0: batch, 1: src_len}, "src_lengths": {0: batch}}),
-        (DecoderStepGraph(model), dec_inputs, layout.DECODER_STEP, layout.DECODER_INPUTS, layout.DECODER_OUTPUTS,
-         {"tokens": {0: batch}, "step": None, "cache_k": {1: batch, 3: cache_len},
-          "cache_v": {1: batch, 3: cache_len}, "cross_k": {1: batch, 3: src_len},
-          "cross_v": {1: batch, 3: src_len}, "encoder_padding_mask": {0: batch, 1: src_len}}),
+        (encoder, enc_inputs, layout.ENCODER, layout.ENCODER_INPUTS, layout.ENCODER_OUTPUTS,
+         ({0: batch, 1: src_len}, {0: batch})),
+        (decoder, dec_inputs, layout.DECODER_STEP, layout.DECODER_INPUTS, layout.DECODER_OUTPUTS,
+         ({0: rows}, None, None, {0: batch, 1: src_len}, per_sentence, per_sentence, per_row, per_row)),
     )
-    for module, inputs, filename, in_names, out_names, dynamic in graphs:
+    for module, inputs, filename, in_spec, out_spec, dynamic in graphs:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's own deprecation notices
-            torch.onnx.export(module.eval(), inputs, str(folder / filename), dynamo=True, verbose=False,
-                              opset_version=opset, input_names=list(in_names), output_names=list(out_names),
-                              dynamic_shapes=dynamic, external_data=external)
+            torch.onnx.export(module, inputs, str(folder / filename), dynamo=True, verbose=False,
+                              opset_version=opset, input_names=layout.names(in_spec, layers),
+                              output_names=layout.names(out_spec, layers), dynamic_shapes=dynamic,
+                              external_data=external)
         onnx.checker.check_model(str(folder / filename), full_check=True)
+
+
+def quantize(folder: Path) -> Dict:
+    """Replace both graphs in ``folder`` by their int8 versions (ONNX Runtime dynamic
+    quantisation of each ``MatMul`` whose second input is a weight: ``DynamicQuantizeMatMul``,
+    weights int8 per output channel). Returns what the manifest records."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger("root").setLevel(logging.ERROR)
+    out = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
+           "quantized_matmuls": {}}
+    for name, filename in (("encoder", layout.ENCODER), ("decoder_step", layout.DECODER_STEP)):
+        path = folder / filename
+        graph = onnx.load(str(path))
+        weights = {init.name for init in graph.graph.initializer}
+        nodes = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        tmp = folder / (filename + ".int8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(path), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
+                             nodes_to_quantize=nodes, extra_options={"MatMulConstBOnly": True})
+        tmp.replace(path)
+        out["quantized_matmuls"][name] = len(nodes)
+    return out
 
 
 def write_dictionaries(task, folder: Path) -> Dict:
@@ -119,10 +134,14 @@ def write_dictionaries(task, folder: Path) -> Dict:
 
 @torch.no_grad()
 def check_with_onnxruntime(folder: Path, task, reference: nn.Module, tolerance: float,
-                           seed: int = 1, batch: int = 4, src_len: int = 11, tgt_len: int = 7) -> float:
-    """Largest ``|fairseq - ONNX Runtime|`` of the next-token log-probabilities: the
-    checkpoint's model (unfolded) teacher-forced over random tokens against the exported
-    graphs run step by step in ONNX Runtime. Raises ValueError beyond ``tolerance * (1 + |x|)``."""
+                           seed: int = 1, batch: int = 4, width: int = 2, src_len: int = 11,
+                           tgt_len: int = 7) -> float:
+    """Largest ``|fairseq - ONNX Runtime|`` of the next-token candidates: the checkpoint's
+    model (unfolded) teacher-forced over random tokens, ``width`` different target rows per
+    sentence, against the exported graphs run step by step in ONNX Runtime (the rows of a
+    sentence share its cross-attention keys and values). Each step's ``K`` candidates must
+    be fairseq's best ``K`` log-probabilities (pad excluded) and eos's must match. Raises
+    ValueError beyond ``tolerance * (1 + |x|)``."""
     from un_translate.onnx_model import OnnxModel
 
     gen = torch.Generator().manual_seed(seed)
@@ -132,24 +151,35 @@ def check_with_onnxruntime(folder: Path, task, reference: nn.Module, tolerance: 
     for row, n in enumerate(lengths.tolist()):
         src[row, :n - 1] = torch.randint(src_d.nspecial, len(src_d), (n - 1,), generator=gen)
         src[row, n - 1] = src_d.eos()
-    prev = torch.randint(tgt_d.nspecial, len(tgt_d), (batch, tgt_len), generator=gen)
+    prev = torch.randint(tgt_d.nspecial, len(tgt_d), (batch * width, tgt_len), generator=gen)
     prev[:, 0] = tgt_d.eos()
-    enc = reference.encoder(src, src_lengths=lengths)
+    rows = torch.arange(batch).repeat_interleave(width)
+    enc = reference.encoder(src[rows], src_lengths=lengths[rows])
     expected = reference.get_normalized_probs(reference.decoder(prev, encoder_out=enc), log_probs=True)
+    expected[:, :, tgt_d.pad()] = float("-inf")
 
     model = OnnxModel(folder, threads=1)
-    _, mask, cross_k, cross_v = model.encode(src.numpy(), lengths.numpy())
-    cache_k = cache_v = model.empty_cache(batch)
+    mask, cross = model.encode(src.numpy(), lengths.numpy())
+    cache = model.empty_cache(batch * width)
+    bias = np.zeros(len(tgt_d), dtype=np.float32)
+    bias[tgt_d.pad()] = -np.inf
     worst, bad = 0.0, 0
     for step in range(tgt_len):
-        lprobs, cache_k, cache_v = model.step(prev[:, step].numpy(), step, cache_k, cache_v, cross_k, cross_v, mask)
-        ref = expected[:, step].double().numpy()
-        diff = np.abs(ref - lprobs)
-        worst = max(worst, float(diff.max()))
-        bad += int((diff > tolerance * (1 + np.abs(ref))).sum())
-    if bad:
+        values, tokens, eos, cache = model.step(prev[:, step].numpy(), step, bias, mask.copy(), cross, cache)
+        ref = expected[:, step].double()
+        top = ref.topk(values.shape[1], dim=-1).values.numpy()
+        at_tokens = ref.gather(1, torch.from_numpy(tokens)).numpy()
+        for want, got in ((top, values), (at_tokens, values), (ref[:, tgt_d.eos()].numpy(), eos)):
+            finite = np.isfinite(want)
+            if not np.array_equal(finite, np.isfinite(got)):
+                bad += 1
+                continue
+            diff = np.abs(want[finite] - got[finite])
+            worst = max(worst, float(diff.max(initial=0.0)))
+            bad += int((diff > tolerance * (1 + np.abs(want[finite]))).sum())
+    if bad and math.isfinite(tolerance):
         raise ValueError(f"ONNX Runtime differs from the checkpoint by up to {worst:.3g} in {bad} "
-                         f"log-probabilities (tolerance {tolerance:g} * (1 + |value|))")
+                         f"candidate log-probabilities (tolerance {tolerance:g} * (1 + |value|))")
     return worst
 
 
@@ -172,11 +202,13 @@ def census_lines(counts: Dict[str, Dict[str, int]]) -> List[str]:
 
 
 def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, report: Dict, dictionaries: Dict,
-                   counts: Dict[str, Dict[str, int]], ort_worst: Optional[float]) -> Dict:
+                   counts: Dict[str, Dict[str, int]], ort_worst: Optional[float],
+                   max_beam: int = DEFAULT_MAX_BEAM) -> Dict:
     """The JSON manifest: source, model shape, norms, graphs and their I/O, dictionaries, census.
     ``checkpoint`` None: a model that came from no file (benchmarks)."""
     enc, dec = model.encoder, model.decoder
     attn = dec.layers[0].self_attn
+    candidates = candidates_per_row(model, max_beam)
     opset = next(o.version for o in onnx.load(str(folder / layout.ENCODER), load_external_data=False).opset_import
                  if o.domain in ("", "ai.onnx"))
     io = lambda spec: {name: {"dtype": dtype, "shape": shape} for name, (dtype, shape) in spec.items()}  # noqa: E731
@@ -193,6 +225,7 @@ def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, r
             "decoder_layers": len(dec.layers), "decoder_heads": attn.num_heads,
             "decoder_head_dim": attn.head_dim, "max_source_positions": enc.max_positions(),
             "max_decoder_positions": model.max_decoder_positions(),
+            "candidates_per_row": candidates,
         },
         "graphs": {
             "encoder": {"file": layout.ENCODER, "bytes": _size(folder, layout.ENCODER),
@@ -203,6 +236,7 @@ def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, r
         "dictionaries": dictionaries,
         "census": counts,
         "onnxruntime_check": None if ort_worst is None else {"largest_log_prob_difference": ort_worst},
+        "int8": report.get("int8"),
     }
     (folder / layout.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest

@@ -1,0 +1,391 @@
+"""Fold and load: the public API that ``un-fuse`` (a folded checkpoint) and ``un-export``
+(folded ONNX graphs) both use.
+
+An offline norm (UN, PN*, BN, MABN) is a fixed per-channel affine map at inference,
+``y = a * x + b`` (``inference_scale()``; UN: paper Algorithm 1, ``a = gamma /
+sqrt(running_var + eps)``, ``b = beta``). A linear ``W y + c`` that reads it becomes
+``W' x + c'`` with ``W' = W * a`` (input columns scaled) and ``c' = c + W b``. In the pre-norm
+Transformer (spec, "Folding an offline layer"):
+
+- each layer's ``self_attn_layer_norm``  -> its ``self_attn`` q, k, v projections;
+- each layer's ``final_layer_norm``      -> its ``fc1``;
+- each decoder layer's ``encoder_attn_layer_norm`` -> its ``encoder_attn.q_proj``;
+- ``encoder.layer_norm`` -> every decoder layer's ``encoder_attn`` k and v projections;
+- ``decoder.layer_norm`` -> the output projection, untied from the embeddings, with a bias.
+
+Folded norms become :class:`~un_fairseq.modules.NoNorm`. The arithmetic runs in float64
+and is cast back to each weight's dtype.
+
+    from un_fairseq import fold
+    task, model = fold.load_model("checkpoint_best.pt", data="data-bin/...")
+    folded = fold.load_folded("checkpoint_best.pt", data="data-bin/...")  # checked, see FoldResult
+"""
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint_io import load_checkpoint
+from .models.transformer_un import LAYER_NORM_NAMES
+from .modules import OFFLINE_NORM_TYPES, NoNorm, norm_type_of
+from .modules.base import PaddingAwareNorm
+from .modules.online_norms import RMSNorm
+
+#: the norm types whose inference map is a per-channel affine map, and 'none'
+FOLDABLE = ", ".join(OFFLINE_NORM_TYPES) + " (and 'none': nothing to fold)"
+
+
+# -- what a model holds --------------------------------------------------------------------
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether ``module`` sits in a norm position (any norm type, NoNorm included)."""
+    return isinstance(module, (PaddingAwareNorm, nn.LayerNorm, RMSNorm, NoNorm))
+
+
+def norm_kinds(model: nn.Module) -> Dict[str, int]:
+    """``{norm type: count}`` over every norm position of ``model``."""
+    return dict(Counter(norm_type_of(m) for m in model.modules() if is_norm(m)))
+
+
+def is_foldable(model: nn.Module) -> bool:
+    """Every norm offline or 'none', and at least one offline (something to fold)."""
+    kinds = set(norm_kinds(model))
+    return kinds <= set(OFFLINE_NORM_TYPES) | {"none"} and bool(kinds - {"none"})
+
+
+def affine_of(norm: nn.Module, path: str) -> Optional[Tuple[Tensor, Tensor]]:
+    """``(a, b)`` (each ``C``) of an offline norm, None for a NoNorm; ValueError (naming
+    ``path``) for an online norm."""
+    kind = norm_type_of(norm)
+    if kind == "none":
+        return None
+    if kind not in OFFLINE_NORM_TYPES:
+        raise ValueError(f"cannot fold {path} ({kind}): foldable norm types are {FOLDABLE}")
+    return norm.inference_scale()
+
+
+def unsupported_features(model: nn.Module) -> List[str]:
+    """What of fairseq's Transformer neither the fold nor the exported graphs compute
+    (empty when all is fine)."""
+    enc, dec = model.encoder, model.decoder
+    found = [
+        ("layernorm_embedding", enc.layernorm_embedding is not None or dec.layernorm_embedding is not None),
+        ("adaptive softmax", dec.adaptive_softmax is not None),
+        ("decoder input/output projections (embedding dim != model dim)",
+         dec.project_in_dim is not None or dec.project_out_dim is not None),
+        ("cross-self-attention", dec.cross_self_attention),
+        ("quant-noise", enc.quant_noise is not None or dec.quant_noise is not None),
+        ("no cross-attention", any(getattr(layer, "encoder_attn", None) is None for layer in dec.layers)),
+        ("NormFormer scalings (scale_attn, scale_fc, scale_heads, scale_resids)",
+         any(getattr(layer, name, None) is not None for layer in dec.layers
+             for name in ("attn_ln", "ffn_layernorm", "c_attn", "w_resid"))),
+        ("attention bias_k / zero attention",
+         any(m.bias_k is not None or m.add_zero_attn for m in model.modules() if hasattr(m, "bias_k"))),
+    ]
+    return [name for name, present in found if present]
+
+
+def check_supported(model: nn.Module, tool: str) -> None:
+    """ValueError unless ``model`` is a ``transformer_un`` without :func:`unsupported_features`."""
+    from .models.transformer_un import TransformerUNModel
+
+    if not isinstance(model, TransformerUNModel):
+        raise ValueError(f"{tool} takes transformer_un models only, not {type(model).__name__}")
+    problems = unsupported_features(model)
+    if problems:
+        raise ValueError(f"{tool} does not support " + ", ".join(problems))
+
+
+def check_foldable(model: nn.Module) -> None:
+    """Raise ValueError unless ``model`` is a supported ``transformer_un`` whose norms are all
+    offline or 'none', naming every offending layer and its norm type."""
+    check_supported(model, "un-fuse")
+    online = [f"{name} ({norm_type_of(m)})" for name, m in model.named_modules()
+              if is_norm(m) and norm_type_of(m) not in OFFLINE_NORM_TYPES + ("none",)]
+    if online:
+        raise ValueError(
+            "cannot fuse: online norm(s) whose inference output depends on each token: "
+            + ", ".join(online) + f". Foldable norm types: {FOLDABLE}"
+        )
+
+
+# -- the arithmetic ---------------------------------------------------------------------
+
+def fold_affine(linear: nn.Linear, a: Tensor, b: Tensor) -> None:
+    """Make ``linear(x)`` equal ``linear(a * x + b)``: ``W' = W * a``, ``c' = c + W b``.
+
+    Shapes: ``linear.weight`` is ``out x in``; ``a``, ``b`` are ``in``. A linear without a
+    bias gets one. Computed in float64, stored in the weight's dtype.
+    """
+    w = linear.weight.detach().double()
+    a, b = a.detach().double().to(w.device), b.detach().double().to(w.device)
+    c = w @ b
+    if linear.bias is not None:
+        c = c + linear.bias.detach().double()
+    with torch.no_grad():
+        linear.weight = nn.Parameter((w * a).to(linear.weight.dtype))
+        linear.bias = nn.Parameter(c.to(linear.weight.dtype))
+
+
+class ChannelScale(nn.Module):
+    """``y = scale * x`` per channel (``... x C``): the scale ``a`` of a folded norm kept
+    out of the weights (``fold_model(keep_scale=True)``), so that an int8 matmul quantises
+    ``a * x``, whose channels are on one scale, as it would the norm's output."""
+
+    def __init__(self, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.detach().float().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def fold_model(model: nn.Module, keep_scale: bool = False) -> nn.Module:
+    """Fold every offline norm of ``model`` (a ``transformer_un``) IN PLACE; return it.
+
+    The result computes what ``model.eval()`` computed before (up to float rounding), with
+    every norm a NoNorm and the decoder's output projection untied from the embeddings and
+    given a bias. Raises ValueError (before changing anything) if a norm is online.
+    ``keep_scale``: fold only the shift ``b`` (``c' = c + W b``) and put the scale ``a`` in
+    a :class:`ChannelScale` where the norm was (one per-channel multiply, no statistics).
+    """
+    check_foldable(model)
+    enc, dec = model.encoder, model.decoder
+    for side, stack in (("encoder", enc), ("decoder", dec)):
+        for i, layer in enumerate(stack.layers):
+            targets = {
+                "self_attn_layer_norm": [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj],
+                "final_layer_norm": [layer.fc1],
+                "encoder_attn_layer_norm": [layer.encoder_attn.q_proj] if getattr(layer, "encoder_attn", None) else [],
+            }
+            for name in LAYER_NORM_NAMES:
+                if getattr(layer, name, None) is not None:
+                    _fold_norm(layer, name, f"{side}.layers.{i}.{name}", targets[name], keep_scale)
+
+    if enc.layer_norm is not None:
+        cross = [lin for layer in dec.layers for lin in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
+        _fold_norm(enc, "layer_norm", "encoder.layer_norm", cross, keep_scale)
+    if dec.layer_norm is not None:
+        old = dec.output_projection
+        untied = nn.Linear(old.in_features, old.out_features, bias=True)
+        untied = untied.to(device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            untied.weight.copy_(old.weight)
+            untied.bias.zero_()
+        dec.output_projection = untied
+        _fold_norm(dec, "layer_norm", "decoder.layer_norm", [untied], keep_scale)
+    return model
+
+
+def _fold_norm(owner: nn.Module, name: str, path: str, linears: List[nn.Linear], keep_scale: bool = False) -> None:
+    norm = getattr(owner, name)
+    affine = affine_of(norm, path)
+    if affine is not None and keep_scale:
+        a, b = affine
+        for linear in linears:
+            fold_affine(linear, torch.ones_like(a), b)  # W (a x + b) + c = W (a x) + (c + W b)
+        setattr(owner, name, ChannelScale(a))
+        return
+    if affine is not None:
+        for linear in linears:
+            fold_affine(linear, *affine)
+    setattr(owner, name, NoNorm(getattr(norm, "num_features", 0)))
+
+
+def encoder_output_affine(model: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
+    """The final encoder norm's ``(a, b)`` (None when it is absent or 'none'): a folded
+    encoder returns its output before that norm, which now lives in the cross-attention."""
+    norm = model.encoder.layer_norm
+    if norm is None or norm_type_of(norm) == "none":
+        return None
+    return affine_of(norm, "encoder.layer_norm")
+
+
+# -- the checkpoint ---------------------------------------------------------------------
+
+def build_from_state(state: Dict, data: Optional[str] = None):
+    """``(task, model)`` built by fairseq from a checkpoint's stored cfg, weights loaded,
+    in eval mode. ``data`` replaces the stored data folder (the task reads its
+    dictionaries there). ValueError for anything that is not a ``transformer_un``."""
+    from fairseq import tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf, overwrite_args_by_name
+    from fairseq.models import ARCH_MODEL_REGISTRY
+    from omegaconf import OmegaConf
+
+    from .models.transformer_un import TransformerUNModel
+
+    if state.get("cfg") is not None:
+        cfg = OmegaConf.create(copy.deepcopy(state["cfg"]), flags={"allow_objects": True})
+    elif state.get("args") is not None:
+        cfg = convert_namespace_to_omegaconf(copy.deepcopy(state["args"]))
+    else:
+        raise ValueError("the checkpoint stores neither 'cfg' nor 'args': cannot rebuild its model")
+    arch = getattr(cfg.model, "arch", None) or getattr(cfg.model, "_name", None)
+    if ARCH_MODEL_REGISTRY.get(arch) is not TransformerUNModel:
+        raise ValueError(f"not a transformer_un checkpoint: its arch is {arch!r}; un-fuse and un-export "
+                         f"take transformer_un models only")
+    if data is not None:
+        overwrite_args_by_name(cfg, {"data": str(data)})
+    if not Path(str(cfg.task.data).split(":")[0]).is_dir():
+        raise ValueError(f"the checkpoint's data folder {cfg.task.data} does not exist: give --data DIR "
+                         f"(a fairseq-preprocess output folder with the dictionaries)")
+    try:
+        task = tasks.setup_task(cfg.task)
+    except Exception as err:  # fairseq raises bare Exceptions here (e.g. no language pair found)
+        raise ValueError(f"fairseq cannot set up the checkpoint's task with data folder {cfg.task.data}: "
+                         f"{str(err).strip() or type(err).__name__} (give --data DIR, a fairseq-preprocess "
+                         f"output folder)") from None
+    model = task.build_model(cfg.model)
+    try:
+        model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"the checkpoint's weights do not fit its model: {first}") from None
+    return task, model.eval()
+
+
+def load_model(path, data: Optional[str] = None):
+    """``(task, model)`` of a checkpoint file (safe loader), in eval mode, unfolded."""
+    return build_from_state(load_checkpoint(path), data)
+
+
+def _model_cfg_set(model_cfg, **values) -> None:
+    for key, value in values.items():
+        if isinstance(model_cfg, dict):
+            model_cfg[key] = value
+        else:
+            setattr(model_cfg, key, value)
+
+
+def folded_state(state: Dict, model: nn.Module) -> Dict:
+    """A copy of ``state`` holding the folded ``model`` and the cfg/args that rebuild it:
+    every norm type 'none' and ``fused_output_projection``. The optimizer state is dropped
+    (it refers to the unfolded parameters)."""
+    new = dict(state)
+    new["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    fused = dict(norm_type="none", encoder_norm_type=None, decoder_norm_type=None,
+                 fused_output_projection=True)
+    if state.get("cfg") is not None:
+        new["cfg"] = copy.deepcopy(state["cfg"])
+        _model_cfg_set(new["cfg"]["model"], **fused)
+    if state.get("args") is not None:
+        new["args"] = copy.deepcopy(state["args"])
+        _model_cfg_set(new["args"], **fused)
+    new["last_optimizer_state"] = None
+    return new
+
+
+# -- verification -----------------------------------------------------------------------
+
+def verification_batches(task, model, subset: Optional[str], count: int, seed: int) -> Iterable[Dict]:
+    """Up to ``count`` real batches of ``subset``, or random-token batches (``8 x 12``
+    sources, ``8 x 10`` targets) when ``subset`` is None."""
+    if subset is None:
+        gen = torch.Generator().manual_seed(seed)
+        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        for _ in range(count):
+            src = torch.randint(src_dict.nspecial, len(src_dict), (8, 12), generator=gen)
+            prev = torch.randint(tgt_dict.nspecial, len(tgt_dict), (8, 10), generator=gen)
+            src[:, -1], prev[:, 0] = src_dict.eos(), tgt_dict.eos()
+            yield {"net_input": {"src_tokens": src, "src_lengths": torch.full((8,), 12),
+                                 "prev_output_tokens": prev}}
+        return
+    task.load_dataset(subset)
+    itr = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=4000,
+                                  max_positions=model.max_positions(), seed=seed)
+    for i, batch in enumerate(itr.next_epoch_itr(shuffle=False)):
+        if i >= count:
+            break
+        yield batch
+
+
+@torch.no_grad()
+def compare(task, plain: nn.Module, folded: nn.Module, enc_affine, batches: Iterable[Dict],
+            tolerance: float) -> Tuple[float, float, int]:
+    """Largest ``|plain - folded|`` of encoder outputs and decoder log-probabilities at real
+    tokens, and the number of values that exceed ``tolerance * (1 + |plain|)``.
+
+    The folded encoder returns its output before the (folded) final norm: it is compared
+    after that norm's affine map ``enc_affine`` (:func:`encoder_output_affine`).
+    """
+    plain.eval(), folded.eval()
+    worst_enc = worst_dec = 0.0
+    bad = 0
+    for batch in batches:
+        net = batch["net_input"]
+        outs = []
+        for model in (plain, folded):
+            enc = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+            dec, _ = model.decoder(net["prev_output_tokens"], encoder_out=enc)
+            outs.append((enc["encoder_out"][0].double(), model.get_normalized_probs((dec, None), log_probs=True).double()))
+        (e0, d0), (e1, d1) = outs
+        if enc_affine is not None:
+            e1 = e1 * enc_affine[0].double() + enc_affine[1].double()
+        src_real = net["src_tokens"].ne(task.source_dictionary.pad()).t()  # T x B
+        tgt_real = net["prev_output_tokens"].ne(task.target_dictionary.pad())  # B x T
+        for ref, got, keep in ((e0, e1, src_real), (d0, d1, tgt_real)):
+            diff = (ref - got).abs()[keep]
+            bad += int((diff > tolerance * (1 + ref.abs()[keep])).sum())
+        worst_enc = max(worst_enc, float((e0 - e1).abs()[src_real].max()))
+        worst_dec = max(worst_dec, float((d0 - d1).abs()[tgt_real].max()))
+    return worst_enc, worst_dec, bad
+
+
+@dataclass
+class FoldResult:
+    """What :func:`load_folded` returns.
+
+    ``model``: folded when ``folded`` (else the model as stored, for online norms);
+    ``reference``: the model as the checkpoint stored it (the reference of every check);
+    ``norm_types``: ``{norm type: count}`` before folding; ``check``: the largest
+    differences of the fold check (``encoder_out``, ``decoder_log_probs``) when folded.
+    """
+
+    task: object
+    model: nn.Module
+    reference: nn.Module
+    folded: bool
+    norm_types: Dict[str, int]
+    check: Dict[str, float] = field(default_factory=dict)
+
+
+def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Iterable[Dict]] = None,
+                 count: int = 4, seed: int = 1, keep_scale: bool = False) -> FoldResult:
+    """Fold ``model`` (kept as the reference; a copy is folded) when :func:`is_foldable`,
+    compare on ``batches`` (default: ``count`` random batches) and raise ValueError when a
+    value changes by more than ``tolerance * (1 + |value|)``. A model with an online norm is
+    returned unfolded (``folded`` False). ``keep_scale``: see :func:`fold_model`."""
+    kinds = norm_kinds(model)
+    if not is_foldable(model):
+        return FoldResult(task, model.eval(), model.eval(), False, kinds)
+    reference = model.eval()
+    folded = fold_model(copy.deepcopy(model), keep_scale)
+    if batches is None:
+        batches = verification_batches(task, folded, None, count, seed)
+    enc_affine = encoder_output_affine(reference)
+    if keep_scale and enc_affine is not None:  # the folded encoder's output is a * x
+        enc_affine = (torch.ones_like(enc_affine[0]), enc_affine[1])
+    worst_enc, worst_dec, bad = compare(task, reference, folded, enc_affine, batches, tolerance)
+    check = {"encoder_out": worst_enc, "decoder_log_probs": worst_dec}
+    if bad:
+        raise ValueError(f"folding changed {bad} values by more than the tolerance {tolerance:g} "
+                         f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g}); nothing written")
+    return FoldResult(task, folded.eval(), reference, True, kinds, check)
+
+
+def load_folded(path_or_state, data: Optional[str] = None, tolerance: float = 1e-4, count: int = 4,
+                seed: int = 1, keep_scale: bool = False) -> FoldResult:
+    """A checkpoint (a path or its loaded state) -> :class:`FoldResult`: rebuilt by fairseq,
+    checked for unsupported features, folded when every norm is offline and checked against
+    the unfolded model on ``count`` random batches (``keep_scale``: see :func:`fold_model`)."""
+    state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
+    task, model = build_from_state(state, data)
+    problems = unsupported_features(model)
+    if problems:
+        raise ValueError("un-fuse and un-export do not support " + ", ".join(problems))
+    return fold_checked(task, model, tolerance, count=count, seed=seed, keep_scale=keep_scale)
