@@ -315,7 +315,7 @@ def test_every_hypothesis_equals_sequence_generators_with_a_tiny_vocabulary(tmp_
     candidates than ``2 x beam``, and the short maximum lengths force eos."""
     from fairseq.sequence_generator import SequenceGenerator
 
-    from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
+    from un_tools.benchmarks.common import build_variant_models, model_args, toy_task
     from un_fairseq.export import exporter
     from un_translate.beam_search import SearchOptions, beam_search
 

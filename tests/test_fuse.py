@@ -82,7 +82,7 @@ def test_other_models_are_refused(toy_data, tmp_path):
         fold.fold_model(model)
     ckpt = save_checkpoint(args, model, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="transformer_un"):
-        fuse.fuse_state(load_checkpoint(ckpt))
+        fold.fold_state(load_checkpoint(ckpt))
 
 
 def test_command_refuses_its_input_and_leaves_nothing_after_a_failure(toy_data, tmp_path, capsys):

@@ -249,6 +249,12 @@ def build_from_state(state: Dict, data: Optional[str] = None):
     return task, model.eval()
 
 
+def fold_state(state: Dict, data: Optional[str] = None) -> Dict:
+    """A checkpoint's state -> the folded checkpoint's state (``state`` is not changed)."""
+    _, model = build_from_state(state, data)
+    return folded_state(state, fold_model(model))
+
+
 def load_model(path, data: Optional[str] = None):
     """``(task, model)`` of a checkpoint file (safe loader), in eval mode, unfolded."""
     return build_from_state(load_checkpoint(path), data)
@@ -262,14 +268,15 @@ def _model_cfg_set(model_cfg, **values) -> None:
             setattr(model_cfg, key, value)
 
 
-def folded_state(state: Dict, model: nn.Module) -> Dict:
+def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) -> Dict:
     """A copy of ``state`` holding the folded ``model`` and the cfg/args that rebuild it:
-    every norm type 'none' and ``fused_output_projection``. The optimizer state is dropped
+    every norm type 'none' and ``fused_output_projection`` (``output_projection``: False for a
+    model whose final norms were dropped rather than folded). The optimizer state is dropped
     (it refers to the unfolded parameters)."""
     new = dict(state)
     new["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     fused = dict(norm_type="none", encoder_norm_type=None, decoder_norm_type=None,
-                 fused_output_projection=True)
+                 fused_output_projection=output_projection)
     if state.get("cfg") is not None:
         new["cfg"] = copy.deepcopy(state["cfg"])
         _model_cfg_set(new["cfg"]["model"], **fused)

@@ -32,16 +32,6 @@ from .checkpoint_io import load_checkpoint, save_atomically
 from .fold import (build_from_state, check_foldable, compare, encoder_output_affine, fold_model, folded_state,
                    norm_kinds, verification_batches)
 
-#: the names this module had before the fold API moved to :mod:`un_fairseq.fold`
-fuse_model = fold_model
-
-
-def fuse_state(state: Dict, data=None) -> Dict:
-    """A checkpoint's state -> the fused checkpoint's state (the input is not changed)."""
-    _, model = build_from_state(state, data)
-    return folded_state(state, fold_model(model))
-
-
 # -- the command ------------------------------------------------------------------------
 
 def _summary(plain_sd: Dict[str, Tensor], fused_sd: Dict[str, Tensor]) -> Tuple[int, int, int]:

@@ -12,7 +12,7 @@ statistic unless ``count_padding=True``; no host sync per call; no copy of the a
 a batch with non-finite statistics changes no state.
 """
 
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 from torch import Tensor, nn

@@ -246,9 +246,9 @@ def benchmark_models(checkpoint: Optional[str], data: Optional[str], arch: str, 
     """``(task, {"un", "layer", "none", "un fused": model})`` sharing their weights, in eval
     mode: a trained UN ``checkpoint`` (on the dictionaries of ``data``) with LN and no-norm
     twins carrying its weights, or else a random ``arch`` over ``vocab`` symbols
-    (:data:`SMOKE_MODEL` when ``smoke``); ``un fused`` is the UN model after ``fuse_model``."""
+    (:data:`SMOKE_MODEL` when ``smoke``); ``un fused`` is the UN model after ``fold_model``."""
     from un_fairseq.checkpoint_io import load_checkpoint
-    from un_fairseq.fuse import build_from_state, fuse_model
+    from un_fairseq.fold import build_from_state, fold_model
 
     if checkpoint:
         task, trained = build_from_state(load_checkpoint(checkpoint), data)
@@ -258,5 +258,5 @@ def benchmark_models(checkpoint: Optional[str], data: Optional[str], arch: str, 
         task = toy_task(vocab)
         models = build_variant_models(model_args(arch, "un", SMOKE_MODEL if smoke else []), task,
                                       ["un", "layer", "none"])
-    models["un fused"] = fuse_model(copy.deepcopy(models["un"]))
+    models["un fused"] = fold_model(copy.deepcopy(models["un"]))
     return task, {k: m.eval() for k, m in models.items()}

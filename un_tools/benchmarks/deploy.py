@@ -107,7 +107,7 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
     import torch
 
     from un_fairseq import fold
-    from un_fairseq.benchmarks.common import SMOKE_MODEL, benchmark_models, model_args
+    from un_tools.benchmarks.common import SMOKE_MODEL, benchmark_models, model_args
 
     if args.models:
         root = Path(args.models)
@@ -470,7 +470,7 @@ def main(argv=None) -> int:
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     import onnxruntime
 
-    from un_fairseq.benchmarks.common import machine_info
+    from un_tools.benchmarks.common import machine_info
 
     wanted = list(EAGER + ORT)
     try:

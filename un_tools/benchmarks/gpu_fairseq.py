@@ -81,7 +81,7 @@ def train(out, argv, warmup: int) -> None:
     from fairseq import trainer as fs_trainer
     from fairseq_cli import train as fs_train
 
-    from un_fairseq.benchmarks.common import peak_memory
+    from un_tools.benchmarks.common import peak_memory
 
     device = _device_of(argv)
     steps = []  # (seconds since start, tokens, loss or None where the update was skipped)
@@ -123,7 +123,7 @@ def generate(out, argv, batch_sizes, batch1_shards) -> None:
     tokens/s (generation time only), and the peak memory of each run."""
     from fairseq_cli import generate as fs_generate
 
-    from un_fairseq.benchmarks.common import peak_memory
+    from un_tools.benchmarks.common import peak_memory
 
     lines = []
 
@@ -156,19 +156,17 @@ def nonorm(src, dst, data) -> None:
     """A checkpoint of the model of ``src`` with every norm replaced by NoNorm (the other
     weights kept): the no-normalisation limit of the inference benchmark."""
     from un_fairseq.checkpoint_io import load_checkpoint, save_atomically
-    from un_fairseq.fuse import _is_norm, _model_cfg_set, build_from_state, fused_state
+    from un_fairseq.fold import build_from_state, folded_state, is_norm
     from un_fairseq.modules import NoNorm
 
     state = load_checkpoint(src)
     _, model = build_from_state(state, data)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if _is_norm(child):
+            if is_norm(child):
                 setattr(parent, name, NoNorm(getattr(child, "num_features", 0)))
-    new = fused_state(state, model)  # every norm type 'none', no optimizer state
-    for key in ("cfg", "args"):
-        if new.get(key) is not None:
-            _model_cfg_set(new[key]["model"] if key == "cfg" else new[key], fused_output_projection=False)
+    # every norm type 'none', the tied output projection kept, no optimizer state
+    new = folded_state(state, model, output_projection=False)
     save_atomically(new, dst)
 
 
@@ -244,7 +242,7 @@ def main(argv=None) -> int:
         env(a.out)
     elif a.cmd == "train":
         if a.smoke_model:
-            from un_fairseq.benchmarks.common import SMOKE_MODEL
+            from un_tools.benchmarks.common import SMOKE_MODEL
 
             fairseq = [*fairseq, *SMOKE_MODEL]
         train(a.out, fairseq, a.warmup)

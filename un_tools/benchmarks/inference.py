@@ -55,7 +55,7 @@ def parse_args(argv=None):
 
 def build_models(args):
     """``{variant: model}`` in eval mode on the device, and the task."""
-    from un_fairseq.benchmarks.common import benchmark_models
+    from un_tools.benchmarks.common import benchmark_models
 
     task, models = benchmark_models(args.checkpoint, args.data, args.arch, args.vocab, args.smoke)
     out = {"LN": models["layer"], "UN": models["un"], "UN fused": models["un fused"], "no norm": models["none"]}
@@ -101,7 +101,7 @@ def workloads(models, task, batch, args):
 def run(args):
     import torch
 
-    from un_fairseq.benchmarks.common import peak_memory, round_robin
+    from un_tools.benchmarks.common import peak_memory, round_robin
 
     torch.manual_seed(0)
     models, task = build_models(args)
@@ -191,7 +191,7 @@ def plot(rows, path):
 def main(argv=None):
     import torch
 
-    from un_fairseq.benchmarks.common import machine_info
+    from un_tools.benchmarks.common import machine_info
 
     args = parse_args(argv)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)

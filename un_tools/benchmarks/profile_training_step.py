@@ -19,7 +19,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
+from un_tools.benchmarks.common import build_variant_models, model_args, toy_task
 from un_fairseq.modules import UnifiedNorm
 
 NORM_OPS = {

@@ -136,7 +136,7 @@ def shuffled_rounds(calls, device, warmup, repeats, seed=0):
     import random
     import statistics
 
-    from un_fairseq.benchmarks.common import time_call
+    from un_tools.benchmarks.common import time_call
 
     order, rng = list(calls), random.Random(seed)
     for _ in range(warmup):
@@ -201,7 +201,7 @@ def training_steps(args):
     import torch
     from torch import nn
 
-    from un_fairseq.benchmarks.common import build_variant_models, model_args, toy_task
+    from un_tools.benchmarks.common import build_variant_models, model_args, toy_task
 
     extra = []
     if args.smoke:
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from un_fairseq.benchmarks.common import machine_info
+    from un_tools.benchmarks.common import machine_info
 
     if args.threads:
         torch.set_num_threads(args.threads)

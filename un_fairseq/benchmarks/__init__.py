@@ -1,1 +1,0 @@
-"""Helpers of the benchmark scripts (``scripts/benchmark_*.py``); not used for training."""
