@@ -168,7 +168,8 @@ def test_each_driver_and_stop_signal_kills_a_child_that_ignores_sigterm_and_its_
              "--norms", "un", "--output", str(tmp_path / "t1.md"), "--figure", "none"])
     else:
         (out / "checkpoints").mkdir(parents=True)
-        (out / "checkpoints" / "checkpoint_last.pt").write_text("stand-in")
+        with zipfile.ZipFile(out / "checkpoints" / "checkpoint_last.pt", "w") as stand_in:  # torch's format
+            stand_in.writestr("data.pkl", "stand-in")
         call = "evaluate.main({!r})".format(["--run", str(out), "--profile", "smoke", "--dataset", "toy",
                                              "--data", str(data)])
     driver_code = textwrap.dedent(f"""
@@ -205,7 +206,8 @@ def test_a_resumed_run_keeps_its_loss_history_for_the_divergence_check(tmp_path,
     (data / "dict.src.txt").write_text("a 1\n")
     (data / "train.src-tgt.src.bin").write_text("")
     (out / "checkpoints").mkdir(parents=True)
-    (out / "checkpoints" / "checkpoint_last.pt").write_text("stand-in")
+    with zipfile.ZipFile(out / "checkpoints" / "checkpoint_last.pt", "w") as stand_in:  # torch's format
+        stand_in.writestr("data.pkl", "stand-in")
     line = 'x | INFO | train_inner | {{"loss": "{}", "num_updates": "{}"}}\n'
     (out / "train.log").write_text(line.format(12.0, 1) + line.format(4.0, 2) + line.format(4.5, 3))
     (out / "train.json").write_text(json.dumps({"status": "interrupted", "wall_s": 7.0}))

@@ -9,11 +9,16 @@ import numpy as np
 from .manifest import DECODER_INPUTS, DECODER_STEP, ENCODER, ExportError, import_onnxruntime, load_manifest, names
 
 
-def session(ort, path: Path, options):
-    """An ONNX Runtime CPU session of ``path``; :class:`ExportError` naming the file when
-    ONNX Runtime cannot read it."""
+#: ONNX Runtime's execution providers by default: the CPU (serving on CPUs is what the
+#: session settings below are for; the GPU check passes CUDA's)
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def session(ort, path: Path, options, providers=CPU_PROVIDERS):
+    """An ONNX Runtime session of ``path`` on ``providers``; :class:`ExportError` naming the
+    file when ONNX Runtime cannot read it."""
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own pybind error types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ExportError(f"{path} is not a readable ONNX graph (damaged or truncated?): {first}") from None
@@ -50,16 +55,17 @@ def session_options(ort, threads: Optional[int], spinning: str = "auto"):
 
 
 class OnnxModel:
-    """An ``un-export`` folder's two graphs, each an ONNX Runtime CPU session
-    (:func:`session_options`)."""
+    """An ``un-export`` folder's two graphs, each an ONNX Runtime session on ``providers``
+    (the CPU by default; :func:`session_options`)."""
 
-    def __init__(self, folder, threads: Optional[int] = None, spinning: str = "auto") -> None:
+    def __init__(self, folder, threads: Optional[int] = None, spinning: str = "auto",
+                 providers=CPU_PROVIDERS) -> None:
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
         ort = import_onnxruntime()
         options = session_options(ort, threads, spinning)
-        self.encoder = session(ort, self.folder / ENCODER, options)
-        self.decoder = session(ort, self.folder / DECODER_STEP, options)
+        self.encoder = session(ort, self.folder / ENCODER, options, providers)
+        self.decoder = session(ort, self.folder / DECODER_STEP, options, providers)
         shape = self.manifest["model"]
         self.layers, self.heads, self.head_dim = (shape["decoder_layers"], shape["decoder_heads"],
                                                   shape["decoder_head_dim"])

@@ -7,7 +7,7 @@ import numpy as np
 
 from .beam_search import Hypothesis, SearchOptions, beam_search
 from .manifest import SOURCE_DICT, TARGET_DICT
-from .onnx_model import OnnxModel
+from .onnx_model import CPU_PROVIDERS, OnnxModel
 from .vocabulary import Vocabulary
 
 
@@ -20,18 +20,20 @@ class Translator:
 
     Options are fairseq-generate's (:class:`SearchOptions`); ``batch_size`` sentences are
     decoded together (sorted by length, returned in input order); ``threads`` and
-    ``spinning`` are ONNX Runtime's (:func:`~un_translate.onnx_model.session_options`).
+    ``spinning`` are ONNX Runtime's (:func:`~un_translate.onnx_model.session_options`), and
+    ``providers`` its execution providers (the CPU's by default).
     """
 
     def __init__(self, folder, batch_size: int = 16, threads: Optional[int] = None,
-                 remove_bpe: Optional[str] = None, spinning: str = "auto", **search) -> None:
+                 remove_bpe: Optional[str] = None, spinning: str = "auto",
+                 providers=CPU_PROVIDERS, **search) -> None:
         self.options = SearchOptions(**search)
         self.options.check()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is not allowed: give a whole number >= 1")
         self.batch_size = batch_size
         self.remove_bpe = remove_bpe
-        self.model = OnnxModel(folder, threads=threads, spinning=spinning)
+        self.model = OnnxModel(folder, threads=threads, spinning=spinning, providers=providers)
         manifest = self.model.manifest
         dicts = manifest["dictionaries"]
         self.src_vocab = Vocabulary(Path(folder) / SOURCE_DICT, dicts["source"]["special_symbols"], dicts["source"]["specials"])

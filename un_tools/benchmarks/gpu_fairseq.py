@@ -178,20 +178,13 @@ def onnx(out, folder, provider, batch_sizes, beam, length, sentences, batch1_sen
 
     import onnxruntime as ort
 
-    from un_translate import onnx_model
     from un_translate.translator import Translator
 
     if provider not in ort.get_available_providers():
         raise RuntimeError(f"ONNX Runtime has no {provider} (it has {ort.get_available_providers()})")
-    session = ort.InferenceSession
-    sessions = []
-
-    def on_provider(path, options=None, providers=None, **kw):
-        sessions.append(session(path, options, providers=[provider], **kw))
-        return sessions[-1]
-
-    onnx_model.ort.InferenceSession = on_provider  # this child process only
-    translator = Translator(folder, beam=beam, min_len=length, max_len_a=0, max_len_b=length)
+    translator = Translator(folder, beam=beam, min_len=length, max_len_a=0, max_len_b=length,
+                            providers=[provider])
+    sessions = (translator.model.encoder, translator.model.decoder)
     used = {s.get_providers()[0] for s in sessions}
     if used != {provider}:
         raise RuntimeError(f"ONNX Runtime fell back to {sorted(used)} instead of {provider}")
