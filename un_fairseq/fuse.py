@@ -1,20 +1,8 @@
-"""Fold every offline normalizer of a ``transformer_un`` model into the linear layers that
-read its output, so that no normalisation op is left at inference.
-
-An offline norm (UN, PN*, BN, MABN) is a fixed per-channel affine map at inference,
-``y = a * x + b`` (``inference_scale()``; UN: paper Algorithm 1, ``a = gamma /
-sqrt(running_var + eps)``, ``b = beta``). A linear ``W y + c`` that reads it becomes
-``W' x + c'`` with ``W' = W * a`` (input columns scaled) and ``c' = c + W b``. In the pre-norm
-Transformer (spec, "Folding an offline layer"):
-
-- each layer's ``self_attn_layer_norm``  -> its ``self_attn`` q, k, v projections;
-- each layer's ``final_layer_norm``      -> its ``fc1``;
-- each decoder layer's ``encoder_attn_layer_norm`` -> its ``encoder_attn.q_proj``;
-- ``encoder.layer_norm`` -> every decoder layer's ``encoder_attn`` k and v projections;
-- ``decoder.layer_norm`` -> the output projection, untied from the embeddings, with a bias.
-
-Folded norms become :class:`~un_fairseq.modules.NoNorm`. The arithmetic lives in
-:mod:`un_fairseq.fold` (shared with ``un-export``); this module is the command.
+"""``un-fuse``: fold every offline normalizer of a ``transformer_un`` checkpoint into the linear
+layers that read its output (paper Algorithm 1) and write a fairseq checkpoint with no
+normalisation op. Which norm folds into which linear layer, and the arithmetic, live in
+:mod:`un_fairseq.fold` (shared with ``un-export``); this module is the command: verification
+on real batches, refusals, atomic output.
 
     un-fuse checkpoint_best.pt checkpoint_fused.pt --data data-bin/iwslt14.tokenized.de-en
 """
