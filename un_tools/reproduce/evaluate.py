@@ -49,9 +49,9 @@ from typing import Dict, List, Optional, Tuple
 from . import signals
 from .config import REPO, ConfigError, Dataset, load_dataset, load_profile
 from .lock import FolderLocked, run_lock
-from .run_files import eval_file
 from .device import device_flags
-from .train import check_data, fairseq_command, read_json, resolve_data, write_json
+from .run_files import eval_file, read_json
+from .train import check_data, fairseq_command, resolve_data, write_json
 
 _BLEU = re.compile(r"Generate (\S+) with beam=(\d+): BLEU4 = ([\d.]+)")
 _EPOCH_CKPT = re.compile(r"checkpoint(\d+)\.pt$")

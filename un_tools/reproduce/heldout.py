@@ -37,7 +37,8 @@ from .config import REPO, ConfigError, Dataset, Profile, flag_value, load_datase
 from .evaluate import generate_command, run_cmd, translate_subset
 from .records import record_key
 from .device import device_flags
-from .train import fairseq_command, read_json, resolve_data
+from .run_files import read_json
+from .train import fairseq_command, resolve_data
 
 _BLEU_DETAIL = re.compile(r"BLEU4 = ([\d.]+), ([\d.]+/[\d.]+/[\d.]+/[\d.]+) \(BP=([\d.]+), ratio=([\d.]+)")
 

@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .logs import curves
 from .records import load_record
-from .tables import Variant, table1_variants, parse_list, _read
+from .run_files import read_json
+from .tables import Variant, table1_variants, parse_list
 
 
 def run_curves(root: Optional[Path], records: Optional[Path], key: str,
@@ -29,7 +30,7 @@ def run_curves(root: Optional[Path], records: Optional[Path], key: str,
     run = root / key / f"seed{seed}" if root is not None else None
     if run is None or not (run / "train.log").exists():
         return None
-    state = _read(run / "train.json") or {}
+    state = read_json(run / "train.json") or {}
     return curves((run / "train.log").read_text(errors="replace")), state.get("status", "")
 
 

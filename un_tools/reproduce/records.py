@@ -19,7 +19,7 @@ from ..atomic import atomic_path
 from .config import REPO
 from .logs import curves, final_updates
 from .portable import portable_command, portable_path
-from .run_files import eval_file
+from .run_files import eval_file, read_json
 
 RECORD_VERSION = 1
 
@@ -60,18 +60,11 @@ def load_record(records: Optional[Path], key: str, seed: int) -> Optional[dict]:
         raise ValueError(f"{path} is not valid JSON ({err}): fix or delete it") from err
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def make_record(run: Path, key: str, label: str, flags, seed: int) -> Optional[dict]:
     """The record of the run folder ``run``, or None if it is not finished (trained and
     evaluated, or FAIL)."""
-    train = _read_json(run / "train.json")
-    ev = _read_json(run / eval_file())
+    train = read_json(run / "train.json") or {}
+    ev = read_json(run / eval_file()) or {}
     status = train.get("status")
     if status not in ("done", "FAIL") or (status == "done" and ev.get("bleu") is None):
         return None

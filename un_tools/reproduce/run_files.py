@@ -1,4 +1,18 @@
-"""Names of the files in a run folder (``scripts/train.sh --out``) that more than one tool reads."""
+"""The files in a run folder (``scripts/train.sh --out``) that more than one tool reads: their
+names, and how their JSON is read."""
+
+import json
+from pathlib import Path
+from typing import Optional
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """A run folder's JSON file (``train.json``, ``eval.json``, ...), or None when it is missing
+    or unreadable (a run not started, or killed while its first write was under way)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def eval_file(subset: str = "test", model: str = "") -> str:

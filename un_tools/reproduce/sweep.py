@@ -26,7 +26,8 @@ from .records import load_record, make_record, record_path, write_record
 from .run_files import eval_file
 from .tables import (ABLATIONS, TABLES, TABLE1_EXTRA, TABLE1_ORDER, collect, in_table_order, markdown_table, parse_list, runs_json,
                      table1_variants, table9_variants, table10_variants)
-from .train import read_json, resolve_data, run_training
+from .run_files import read_json
+from .train import resolve_data, run_training
 
 FULL_PROFILES = {"iwslt14": "iwslt14", "wmt14": "wmt14_en_fr"}
 PAPER = {

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 from .logs import final_updates
 from ..norm_spec import NORM_SPECS, NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
 from .records import load_record, recorded_seeds
-from .run_files import eval_file
+from .run_files import eval_file, read_json
 
 NORM_LABELS = {name: spec.label for name, spec in NORM_SPECS.items()}
 #: Table 1 row order: online (per-token) norms first, then the batch-statistics ones.
@@ -123,16 +123,9 @@ class RunResult:
     num_updates: Optional[int] = None
 
 
-def _read(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def read_run(folder: Path, variant: str, seed: int) -> RunResult:
-    train = _read(folder / "train.json") or {}
-    ev = _read(folder / eval_file()) or {}
+    train = read_json(folder / "train.json") or {}
+    ev = read_json(folder / eval_file()) or {}
     status = train.get("status")
     updates = train.get("num_updates")
     if (folder / "train.log").exists():  # the log knows the final count (train.json: the last logged)

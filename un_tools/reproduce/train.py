@@ -40,7 +40,7 @@ from . import signals
 from .device import device_flags
 from .lock import FolderLocked, run_lock
 from .logs import DivergenceMonitor, fatal_error, follow, parse_line
-from .run_files import eval_file
+from .run_files import eval_file, read_json
 
 FINAL = ("done", "FAIL")
 RESUMABLE = ("running", "interrupted", "error")  # statuses whose wall time a resume adds to
@@ -73,13 +73,6 @@ def project_commit() -> Optional[str]:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("-dirty" if dirty else "")
-
-
-def read_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def write_json(path: Path, data: dict) -> None:
