@@ -174,7 +174,7 @@ class StepCountedNorm(PaddingAwareNorm):
                 self._host_steps -= 1
         return self._host_steps + 1
 
-    def _count_step(self, ok: Tensor) -> None:
+    def count_step(self, ok: Tensor) -> None:
         """Record the call whose statistics were finite iff ``ok`` (0-dim bool tensor)."""
         self.num_steps.add_(ok.to(self.num_steps.dtype))
         self._host_steps += 1

@@ -110,7 +110,7 @@ class BatchStatFunction(torch.autograd.Function):
         if stats.r_in_forward and stats.r is not None:
             gain = gain * stats.r
         y = scale_shift(x, gain * stats.inv_std, bias.float())
-        norm._count_step(ok)
+        norm.count_step(ok)
 
         ctx.save_for_backward(x, keep, weight, ok)
         ctx.norm, ctx.stats, ctx.n, ctx.t, ctx.group = norm, stats, n, t, group
