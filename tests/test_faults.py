@@ -41,11 +41,20 @@ def train_args(data, out, *extra):
             *(["--", *extra] if extra else [])]
 
 
+def _as_from_a_terminal() -> None:
+    """The stop signals as a driver started from a terminal has them: their default actions,
+    even when the tests themselves run under ``nohup`` or as a background job (whose ignored
+    SIGHUP or SIGINT a child would inherit, and the driver rightly keeps)."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start(cmd, log: Path) -> subprocess.Popen:
     """A driver in its own session (its pid is its process group), output into ``log``."""
     with open(log, "w") as out:
         return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_as_from_a_terminal)
 
 
 def start_train(data, out, *extra) -> subprocess.Popen:

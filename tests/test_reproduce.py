@@ -281,7 +281,7 @@ def test_the_committed_table_and_the_readme_headline_follow_the_committed_record
                 assert cell.startswith(f"{values[0]:.2f} ± –"), row
     assert {r["label"] for r in records} <= set(labels)
     readme = (REPO / "README.md").read_text()
-    headline = readme.split("\n## Headline result", 1)[1].split("\n## ", 1)[0]
+    headline = readme.split("\n## Results", 1)[1].split("\n## ", 1)[0]
     assert [line for line in headline.splitlines() if line.startswith("|")] == \
         [line for line in table.splitlines() if line.startswith("|")]
 
