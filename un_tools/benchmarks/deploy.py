@@ -107,6 +107,7 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
     import torch
 
     from un_fairseq import fold
+    from un_fairseq.checkpoint_io import save_atomically
     from un_tools.benchmarks.common import SMOKE_MODEL, benchmark_models, model_args
 
     if args.models:
@@ -116,12 +117,16 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
         tasks_models = {norm: fold.load_model(root / f"{norm}-seed1.pt", str(data)) for norm in ("layer", "un")}
         task = tasks_models["layer"][0]
         models = {"layer": tasks_models["layer"][1], "un": tasks_models["un"][1]}
-        ct2_args = {"layer": copy.deepcopy(_stored_args(root / "layer-seed1.pt"))}
+        stored_args = {norm: _stored_args(root / f"{norm}-seed1.pt") for norm in ("layer", "un")}
+        ct2_args = {"layer": copy.deepcopy(stored_args["layer"])}
         lines = (root / "data" / "test.de").read_text(encoding="utf-8").splitlines()
     else:
         task, models = benchmark_models(None, None, args.arch, args.vocab, args.smoke)
         del models["un fused"]
-        ct2_args = {"layer": model_args(args.arch, "layer", SMOKE_MODEL if args.smoke else [])}
+        stored_args = {norm: model_args(args.arch, norm, SMOKE_MODEL if args.smoke else []) for norm in models}
+        for stored in stored_args.values():  # the data folder below holds the dictionaries only
+            stored.source_lang, stored.target_lang = "src", "tgt"
+        ct2_args = {"layer": copy.deepcopy(stored_args["layer"])}
         data = work / "data"
         data.mkdir()
         for lang in ("src", "tgt"):
@@ -140,9 +145,12 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
             continue
         folder = work / name.replace(" ", "_")
         if name in EAGER:
+            # a checkpoint that fairseq rebuilds from its args (loaded with the safe loader):
+            # the LN model as it is, UN folded with the cfg that describes the folded model
             model = models[norm] if norm == "layer" else fold.fold_model(copy.deepcopy(models[norm]))
-            torch.save({"model": model, "src_dict": task.source_dictionary, "tgt_dict": task.target_dictionary},
-                       folder.with_suffix(".pt"))
+            base = {"args": copy.deepcopy(stored_args[norm]), "model": models[norm].state_dict()}
+            save_atomically(base if model is models[norm] else fold.folded_state(base, model),
+                            folder.with_suffix(".pt"))
             plan["variants"][name] = {"runtime": "eager", "path": folder.with_suffix(".pt").name,
                                       "bytes": _state_bytes(model, work)}
         elif name in ORT:
@@ -262,10 +270,11 @@ def _eager(path: Path, search: Dict, threads: int, batch: int):
     from fairseq.data import data_utils
     from fairseq.sequence_generator import SequenceGenerator
 
-    import un_fairseq  # noqa: F401
+    from un_fairseq import fold
+    from un_fairseq.checkpoint_io import load_checkpoint
 
-    saved = torch.load(path, weights_only=False)  # written by this benchmark in its own folder
-    model, src_dict, tgt_dict = saved["model"].eval(), saved["src_dict"], saved["tgt_dict"]
+    task, model = fold.build_from_state(load_checkpoint(path), str(path.parent / "data"))
+    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
     gen = SequenceGenerator([model], tgt_dict, beam_size=search["beam"], len_penalty=search["len_penalty"],
                             max_len_a=0, max_len_b=search["max_len_b"], min_len=search["min_len"])
 
