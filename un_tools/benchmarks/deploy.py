@@ -107,17 +107,18 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
     import torch
 
     from un_fairseq import fold
-    from un_fairseq.checkpoint_io import save_atomically
+    from un_fairseq.checkpoint_io import load_checkpoint, save_atomically
     from un_tools.benchmarks.common import SMOKE_MODEL, benchmark_models, model_args
 
     if args.models:
         root = Path(args.models)
         data = work / "data"
         _preprocess(root / "data", data)
-        tasks_models = {norm: fold.load_model(root / f"{norm}-seed1.pt", str(data)) for norm in ("layer", "un")}
+        states = {norm: load_checkpoint(root / f"{norm}-seed1.pt") for norm in ("layer", "un")}
+        tasks_models = {norm: fold.build_from_state(state, str(data)) for norm, state in states.items()}
         task = tasks_models["layer"][0]
         models = {"layer": tasks_models["layer"][1], "un": tasks_models["un"][1]}
-        stored_args = {norm: _stored_args(root / f"{norm}-seed1.pt") for norm in ("layer", "un")}
+        stored_args = {norm: _stored_args(state) for norm, state in states.items()}
         ct2_args = {"layer": copy.deepcopy(stored_args["layer"])}
         lines = (root / "data" / "test.de").read_text(encoding="utf-8").splitlines()
     else:
@@ -179,10 +180,8 @@ def _preprocess(text: Path, out: Path) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
 
 
-def _stored_args(path: Path):
-    from un_fairseq.checkpoint_io import load_checkpoint
-
-    state = load_checkpoint(path)
+def _stored_args(state: Dict):
+    """The model arguments a checkpoint's state was trained with (its ``args``, or its cfg's model)."""
     return state["args"] if state.get("args") is not None else state["cfg"]["model"]
 
 
