@@ -75,3 +75,21 @@ def pytest_collection_modifyitems(config, items):
 def device(pytestconfig) -> torch.device:
     """The torch device of ``--device`` / ``UN_TEST_DEVICE`` (default cpu)."""
     return pytestconfig.un_test_device
+
+
+def cpu_features() -> str:
+    """The CPU and the x86 features ONNX Runtime picks its integer kernels by (from
+    ``/proc/cpuinfo``; "unknown" elsewhere): int8 results are compared across such hosts."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return f"{model}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
+
+
+def pytest_report_header(config):
+    return f"cpu: {cpu_features()}"

@@ -21,7 +21,8 @@ from torch import nn
 from un_translate import manifest as layout
 
 from .. import fold
-from .census import format_census, norm_ops, op_counts
+from . import int8
+from .census import format_census, norm_op_counts, op_counts
 from .graphs import DecoderStepGraph, EncoderGraph, candidates_per_row
 
 #: beyond this many bytes of weights a graph keeps them in a ``.data`` file beside it (ONNX's
@@ -98,26 +99,19 @@ def export_graphs(model: nn.Module, folder: Path, opset: Optional[int] = None, m
 
 
 def quantize(folder: Path) -> Dict:
-    """Replace both graphs in ``folder`` by their int8 versions (ONNX Runtime dynamic
-    quantisation of each ``MatMul`` whose second input is a weight: ``DynamicQuantizeMatMul``,
-    weights int8 per output channel). Returns what the manifest records."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger("root").setLevel(logging.ERROR)
-    out = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
+    """Replace both graphs in ``folder`` by their int8 versions (:mod:`.int8`: every ``MatMul``
+    whose second input is a weight, per-row activation scales, 7-bit weights per output
+    channel). Returns what the manifest records."""
+    out = {"method": int8.METHOD, "weight_bits": 7, "per_channel": True, "per_row_activations": True,
            "quantized_matmuls": {}}
     for name, filename in (("encoder", layout.ENCODER), ("decoder_step", layout.DECODER_STEP)):
         path = folder / filename
         graph = onnx.load(str(path))
-        weights = {init.name for init in graph.graph.initializer}
-        nodes = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        out["quantized_matmuls"][name] = int8.quantize_model(graph)
+        onnx.checker.check_model(graph, full_check=True)
         tmp = folder / (filename + ".int8")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(path), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
-                             nodes_to_quantize=nodes, extra_options={"MatMulConstBOnly": True})
+        onnx.save(graph, str(tmp))
         tmp.replace(path)
-        out["quantized_matmuls"][name] = len(nodes)
     return out
 
 
@@ -191,18 +185,22 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def census(folder: Path) -> Dict[str, Dict[str, int]]:
-    """``{graph: {op: count}}`` of both graphs in ``folder``."""
-    return {name: op_counts(onnx.load(str(folder / filename), load_external_data=False))
-            for name, filename in (("encoder", layout.ENCODER), ("decoder_step", layout.DECODER_STEP))}
+def census(folder: Path) -> Dict[str, Dict[str, Dict[str, int]]]:
+    """``{"ops": {graph: {op: count}}, "norm_ops": {graph: {op: count}}}`` of both graphs in
+    ``folder``: every op, and the normalisation ops among them (:mod:`.census`)."""
+    out = {"ops": {}, "norm_ops": {}}
+    for name, filename in (("encoder", layout.ENCODER), ("decoder_step", layout.DECODER_STEP)):
+        graph = onnx.load(str(folder / filename), load_external_data=False)
+        out["ops"][name], out["norm_ops"][name] = op_counts(graph), norm_op_counts(graph)
+    return out
 
 
-def census_lines(counts: Dict[str, Dict[str, int]]) -> List[str]:
-    return [format_census(name, c) for name, c in counts.items()]
+def census_lines(counts: Dict[str, Dict[str, Dict[str, int]]]) -> List[str]:
+    return [format_census(name, c, counts["norm_ops"][name]) for name, c in counts["ops"].items()]
 
 
 def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, report: Dict, dictionaries: Dict,
-                   counts: Dict[str, Dict[str, int]], ort_worst: Optional[float],
+                   counts: Dict[str, Dict[str, Dict[str, int]]], ort_worst: Optional[float],
                    max_beam: int = DEFAULT_MAX_BEAM) -> Dict:
     """The JSON manifest: source, model shape, norms, graphs and their I/O, dictionaries, census.
     ``checkpoint`` None: a model that came from no file (benchmarks)."""
@@ -218,7 +216,7 @@ def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, r
             "file": checkpoint.name, "sha256": sha256(checkpoint), "bytes": checkpoint.stat().st_size},
         "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "api": "torch.onnx.export(dynamo=True)",
                      "opset": opset},
-        "norms": {**report, "normalisation_ops_in_graphs": {k: norm_ops(v) for k, v in counts.items()}},
+        "norms": {**report, "normalisation_ops_in_graphs": counts["norm_ops"]},
         "model": {
             "arch": model.args.arch if getattr(model, "args", None) is not None else type(model).__name__,
             "embed_dim": enc.embed_tokens.embedding_dim, "encoder_layers": len(enc.layers),
@@ -234,7 +232,7 @@ def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, r
                              "inputs": io(layout.DECODER_INPUTS), "outputs": io(layout.DECODER_OUTPUTS)},
         },
         "dictionaries": dictionaries,
-        "census": counts,
+        "census": counts["ops"],
         "onnxruntime_check": None if ort_worst is None else {"largest_log_prob_difference": ort_worst},
         "int8": report.get("int8"),
     }
