@@ -6,8 +6,8 @@ on real batches, refusals, atomic output.
 
     un-fuse checkpoint_best.pt checkpoint_fused.pt --data data-bin/iwslt14.tokenized.de-en
 
-The language pair and the verification data are found as :mod:`un_fairseq.task_setup` says;
-the fused checkpoint names its pair.
+The language pair comes from the checkpoint, else -s/-t, else the file names in --data; the
+fused checkpoint names it (details: un_fairseq/task_setup.py).
 """
 
 import argparse
@@ -37,14 +37,7 @@ def main(argv=None) -> int:
         prog="un-fuse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="a transformer_un checkpoint (every norm offline or 'none')")
     parser.add_argument("output", help="the fused checkpoint to write (atomically; never the input)")
-    parser.add_argument("--data", metavar="DIR",
-                        help="a folder with the checkpoint's dictionaries (dict.SRC.txt, dict.TGT.txt), "
-                             "and binarized splits if any (default: the folder stored in the checkpoint). "
-                             "--verify uses a binarized split when there is one, else random tokens")
-    parser.add_argument("-s", "--source-lang", metavar="SRC",
-                        help="source language, for a checkpoint that names no pair when the file names "
-                             "in --data do not settle it")
-    parser.add_argument("-t", "--target-lang", metavar="TGT", help="target language (see --source-lang)")
+    task_setup.add_arguments(parser)
     parser.add_argument("--gen-subset", default=None, metavar="SPLIT",
                         help="binarized split of --data used by --verify (default: the first of "
                              + ", ".join(task_setup.SPLITS) + " there, else random tokens)")

@@ -17,6 +17,7 @@ Verification data: the first of ``valid``, ``test``, ``train`` binarized for the
 the split asked for), else random tokens of the dictionaries.
 """
 
+import argparse
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,18 @@ class TaskSetup:
         if self.split:
             return f"the {self.split} split of {self.data}"
         return "random tokens of the dictionaries (no binarized split in the data folder)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``-s/--source-lang`` and ``-t/--target-lang``, as un-fuse and un-export take them."""
+    parser.add_argument("--data", metavar="DIR",
+                        help="a folder with the checkpoint's dictionaries (dict.SRC.txt, dict.TGT.txt), and "
+                             "binarized splits if any (default: the folder stored in the checkpoint). The fold "
+                             "is verified on a binarized split when there is one, else on random tokens")
+    parser.add_argument("-s", "--source-lang", metavar="SRC",
+                        help="source language, for a checkpoint that names no pair when the file names in "
+                             "--data do not settle it")
+    parser.add_argument("-t", "--target-lang", metavar="TGT", help="target language (see --source-lang)")
 
 
 def dictionary_languages(folder: Path) -> List[str]:

@@ -63,14 +63,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a transformer_un checkpoint (fairseq-train's)")
     p.add_argument("outdir", metavar="OUTDIR", help="the folder to write (must not exist, or see --overwrite)")
-    p.add_argument("--data", metavar="DIR",
-                   help="a folder with the checkpoint's dictionaries (dict.SRC.txt, dict.TGT.txt), and "
-                        "binarized splits if any (default: the folder stored in the checkpoint). The fold "
-                        "check uses a binarized split when there is one, else random tokens")
-    p.add_argument("-s", "--source-lang", metavar="SRC",
-                   help="source language, for a checkpoint that names no pair when the file names in "
-                        "--data do not settle it")
-    p.add_argument("-t", "--target-lang", metavar="TGT", help="target language (see --source-lang)")
+    task_setup.add_arguments(p)
     p.add_argument("--spm", metavar="MODEL",
                    help="the sentencepiece model the dictionaries were made with: stored in OUTDIR, so that "
                         "un-translate reads and writes text (without it: sentencepiece pieces)")
