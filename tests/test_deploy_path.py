@@ -91,6 +91,15 @@ def _generate_text(corpus, checkpoint):
     return [hyps[i] for i in range(len(hyps))]
 
 
+def test_help_lists_the_new_flags():
+    export_help = export_cli.parser().format_help()
+    for flag in ("--data", "--source-lang", "--target-lang", "--spm", "--overwrite"):
+        assert flag in export_help
+    translate_help = translate_cli.parser().format_help()
+    for flag in ("--format", "--pieces", "--remove-bpe"):
+        assert flag in translate_help
+
+
 # -- the language pair ----------------------------------------------------------------------
 
 def _folder(tmp_path, sizes):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 from un_tools.atomic import atomic_dir
+from un_translate import manifest as layout
 from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 
 #: ``--int8`` schemes: ONNX Runtime's dynamic quantisation of every weight matmul (int8
@@ -39,8 +40,6 @@ from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 #: norm's scale as a per-channel multiply before the matmuls (``fold.fold_model(keep_scale=True)``);
 #: measured on test2016 in docs/export.md
 INT8_SCHEMES = ("folded", "scaled")
-from un_translate import manifest as layout
-
 from .. import task_setup
 from ..checkpoint_io import load_checkpoint
 
