@@ -46,7 +46,7 @@ class TaskSetup:
         """What verifies the fold, as the commands print it."""
         if self.split:
             return f"the {self.split} split of {self.data}"
-        return "random tokens of the dictionaries (no binarized split in the data folder)"
+        return f"random tokens of the dictionaries, no binarized split being in {self.data}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
