@@ -1,7 +1,7 @@
 """un-fairseq: Unified Normalization for fairseq's pre-norm Transformer.
 
-Install torch first (``pip install torch==2.13.0`` takes the CPU wheel here; any CUDA build
-works on a GPU machine), then ``pip install -e .[test]``.
+Install: torch first, then ``pip install .`` (README.md, "Install", has the commands, the
+CPU-only torch build included).
 """
 
 from setuptools import find_packages, setup

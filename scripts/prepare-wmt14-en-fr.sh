@@ -4,5 +4,6 @@
 # Interpreter: scripts/lib/python.sh (PYTHON, else .venv, else python3). See docs/data.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
-cd "$ROOT"
+# relative paths are the caller's: no cd; the repository is put on the import path instead
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" -m un_tools.data.wmt14 "$@"

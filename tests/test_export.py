@@ -350,7 +350,7 @@ def test_translator_api_and_bad_input(exports, tmp_path, capsys):
     outdir, _ = exports["un"]
     translator = Translator(outdir, beam=3, threads=1)
     hyps = translator.translate(["a1 a2 a3", "", "a5 unknownword"])
-    assert [len(h) for h in hyps] == [3, 3, 3]
+    assert [len(h) for h in hyps] == [3, 0, 3]  # a blank line is not translated
     best = hyps[0][0]
     assert best.tokens[-1] == translator.tgt_vocab.eos and best.score >= hyps[0][1].score
     assert abs(best.positional_scores.sum() / len(best.tokens) - best.score) < 1e-5  # lenpen 1

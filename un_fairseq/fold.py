@@ -386,13 +386,15 @@ def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Ite
 
 
 def load_folded(path_or_state, data: Optional[str] = None, tolerance: float = 1e-4, count: int = 4,
-                seed: int = 1, keep_scale: bool = False) -> FoldResult:
+                seed: int = 1, keep_scale: bool = False, split: Optional[str] = None) -> FoldResult:
     """A checkpoint (a path or its loaded state) -> :class:`FoldResult`: rebuilt by fairseq,
     checked for unsupported features, folded when every norm is offline and checked against
-    the unfolded model on ``count`` random batches (``keep_scale``: see :func:`fold_model`)."""
+    the unfolded model on ``count`` batches of the binarized ``split`` of the data folder, or
+    random ones when None (``keep_scale``: see :func:`fold_model`)."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
     task, model = build_from_state(state, data)
     problems = unsupported_features(model)
     if problems:
         raise ValueError("un-fuse and un-export do not support " + ", ".join(problems))
-    return fold_checked(task, model, tolerance, count=count, seed=seed, keep_scale=keep_scale)
+    batches = verification_batches(task, model, split, count, seed) if split else None
+    return fold_checked(task, model, tolerance, batches, count=count, seed=seed, keep_scale=keep_scale)

@@ -5,6 +5,9 @@ normalisation op. Which norm folds into which linear layer, and the arithmetic, 
 on real batches, refusals, atomic output.
 
     un-fuse checkpoint_best.pt checkpoint_fused.pt --data data-bin/iwslt14.tokenized.de-en
+
+The language pair comes from the checkpoint, else -s/-t, else the file names in --data; the
+fused checkpoint names it (details: un_fairseq/task_setup.py).
 """
 
 import argparse
@@ -16,6 +19,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
+from . import task_setup
 from .checkpoint_io import load_checkpoint, save_atomically
 from .fold import (build_from_state, check_foldable, compare, encoder_output_affine, fold_model, folded_state,
                    norm_kinds, verification_batches)
@@ -33,12 +37,10 @@ def main(argv=None) -> int:
         prog="un-fuse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="a transformer_un checkpoint (every norm offline or 'none')")
     parser.add_argument("output", help="the fused checkpoint to write (atomically; never the input)")
-    parser.add_argument("--data", metavar="DIR",
-                        help="fairseq binarized data folder (dictionaries; verification batches). "
-                             "Default: the folder stored in the checkpoint, whose dictionaries are "
-                             "then used with random tokens for --verify")
-    parser.add_argument("--gen-subset", default="valid", metavar="SPLIT",
-                        help="split of --data used by --verify (default: valid)")
+    task_setup.add_arguments(parser)
+    parser.add_argument("--gen-subset", default=None, metavar="SPLIT",
+                        help="binarized split of --data used by --verify (default: the first of "
+                             + ", ".join(task_setup.SPLITS) + " there, else random tokens)")
     parser.add_argument("--verify-batches", type=int, default=8, metavar="N",
                         help="batches compared by --verify (default: 8)")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -55,8 +57,10 @@ def main(argv=None) -> int:
     try:
         if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
             raise ValueError(f"output {dst} is the input: refusing to overwrite it")
-        state = load_checkpoint(src)
-        task, model = build_from_state(state, args.data)
+        state, setup = task_setup.prepare(load_checkpoint(src), args.data, args.source_lang, args.target_lang,
+                                          args.gen_subset)
+        print(setup.pair_line())
+        task, model = build_from_state(state)
         check_foldable(model)
         plain_sd = {k: v.clone() for k, v in model.state_dict().items()}
         plain = copy.deepcopy(model) if args.verify else None
@@ -64,13 +68,11 @@ def main(argv=None) -> int:
         kinds = norm_kinds(model)
         fold_model(model)
         if args.verify:
-            subset = args.gen_subset if args.data else None
             worst_enc, worst_dec, bad = compare(task, plain, model, enc_affine,
-                                                verification_batches(task, model, subset, args.verify_batches,
+                                                verification_batches(task, model, setup.split, args.verify_batches,
                                                                      args.seed),
                                                 args.tolerance)
-            where = f"{args.gen_subset} of {args.data}" if subset else "random tokens"
-            print(f"verify ({where}): largest difference: encoder output {worst_enc:.3g}, decoder "
+            print(f"verify ({setup.verification()}): largest difference: encoder output {worst_enc:.3g}, decoder "
                   f"log-probabilities {worst_dec:.3g}; tolerance {args.tolerance:g} * (1 + |value|)")
             if bad:
                 raise ValueError(f"verification failed: {bad} values differ by more than the tolerance; "

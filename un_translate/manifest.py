@@ -14,6 +14,8 @@ ENCODER = "encoder.onnx"
 DECODER_STEP = "decoder_step.onnx"
 SOURCE_DICT = "dict.src.txt"
 TARGET_DICT = "dict.tgt.txt"
+#: the sentencepiece model stored by ``un-export --spm`` (the manifest's ``sentencepiece`` entry)
+SPM_MODEL = "sentencepiece.model"
 
 #: the largest beam an export serves unless ``un-export --max-beam`` says otherwise: each
 #: decoder step keeps ``2 x`` this many candidates per row
@@ -68,8 +70,8 @@ class ExportError(ValueError):
 class MissingDependency(ImportError):
     """An optional dependency that is not installed, with the command that installs it."""
 
-    def __init__(self, what: str, name: str) -> None:
-        super().__init__(f"{what} needs {name}, which is not installed: {INSTALL_EXTRA}")
+    def __init__(self, what: str, name: str, install: str = INSTALL_EXTRA) -> None:
+        super().__init__(f"{what} needs {name}, which is not installed: {install}")
 
 
 def import_onnxruntime():
@@ -79,6 +81,12 @@ def import_onnxruntime():
     except ImportError:
         raise MissingDependency("un-translate", "onnxruntime") from None
     return onnxruntime
+
+
+def is_export_file(name: str) -> bool:
+    """Whether ``un-export`` writes a file of this name (a graph's external weights included)."""
+    return (name in (MANIFEST, SOURCE_DICT, TARGET_DICT, SPM_MODEL)
+            or any(name == graph or name.startswith(graph + ".") for graph in (ENCODER, DECODER_STEP)))
 
 
 def load_manifest(folder) -> Dict[str, Any]:
@@ -94,7 +102,8 @@ def load_manifest(folder) -> Dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise ExportError(f"{path}: format {manifest.get('format')!r}, this translator reads {FORMAT!r}: "
                           f"export the checkpoint again with un-export")
-    for name in (ENCODER, DECODER_STEP, SOURCE_DICT, TARGET_DICT):
+    spm = (manifest.get("sentencepiece") or {}).get("file")
+    for name in (ENCODER, DECODER_STEP, SOURCE_DICT, TARGET_DICT) + ((spm,) if spm else ()):
         if not (folder / name).is_file():
             raise ExportError(f"{folder} lacks {name}")
     return manifest

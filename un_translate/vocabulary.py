@@ -45,11 +45,14 @@ class Vocabulary:
         words = SPACE.sub(" ", line).strip().split()
         return np.array([self.indices.get(w, self.unk) for w in words] + [self.eos], dtype=np.int64)
 
+    def pieces(self, tokens: Iterable[int]) -> List[str]:
+        """The symbols of ``tokens``, bos and eos dropped."""
+        skip = {self.eos, self.bos}
+        return [self.symbols[t] for t in map(int, tokens) if t not in skip]
+
     def string(self, tokens: Iterable[int], remove_bpe: Optional[str] = None) -> str:
         """fairseq's ``Dictionary.string``: bos, eos (and pad) dropped, then ``post_process``."""
-        skip = {self.eos, self.bos}
-        text = " ".join(self.symbols[t] for t in map(int, tokens) if t not in skip)
-        return post_process(text, remove_bpe)
+        return post_process(" ".join(self.pieces(tokens)), remove_bpe)
 
 
 def post_process(sentence: str, symbol: Optional[str]) -> str:

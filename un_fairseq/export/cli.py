@@ -10,14 +10,18 @@ RMSNorm, PowerNorm) are exported as they are. OUTDIR receives:
   decoder_step.onnx  tokens, step, cache_k, cache_v, cross_k, cross_v, encoder_padding_mask
                      -> log_probs, new_cache_k, new_cache_v
   dict.src.txt, dict.tgt.txt   fairseq's dictionaries
-  manifest.json      shapes, opset, norm types, op census, the checkpoint's sha256
+  sentencepiece.model          with --spm: the model that turns text into the dictionaries' pieces
+  manifest.json      shapes, opset, norm types, op census, the language pair, the checkpoint's sha256
 
 Batch size, source length and cache length are dynamic. Both graphs pass onnx.checker, and
 ONNX Runtime is compared with the checkpoint's own (unfolded) model before OUTDIR appears;
 OUTDIR is written atomically (nothing is left after a failure).
 
-    un-export checkpoints/checkpoint_best.pt export/ --data data-bin/iwslt14.tokenized.de-en
-    un-translate export/ --input test.de --beam 5
+    un-export checkpoint.pt export/ --data DIR --spm spm8000.model   # DIR: dict.de.txt, dict.en.txt
+    un-translate export/ --input test.de --beam 5 > test.hyp.en        # text in, text out
+
+The language pair comes from the checkpoint, else --source-lang/--target-lang, else the file
+names in --data (see un_fairseq.task_setup).
 """
 
 import argparse
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 from un_tools.atomic import atomic_dir
+from un_translate import manifest as layout
 from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 
 #: ``--int8`` schemes: ONNX Runtime's dynamic quantisation of every weight matmul (int8
@@ -35,6 +40,7 @@ from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 #: norm's scale as a per-channel multiply before the matmuls (``fold.fold_model(keep_scale=True)``);
 #: measured on test2016 in docs/export.md
 INT8_SCHEMES = ("folded", "scaled")
+from .. import task_setup
 from ..checkpoint_io import load_checkpoint
 
 #: what ``un-export`` imports from the ``export`` extra (onnxscript: torch's dynamo exporter)
@@ -56,11 +62,13 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a transformer_un checkpoint (fairseq-train's)")
     p.add_argument("outdir", metavar="OUTDIR", help="the folder to write (must not exist, or see --overwrite)")
-    p.add_argument("--data", metavar="DIR",
-                   help="fairseq binarized data folder with the dictionaries (default: the folder "
-                        "stored in the checkpoint)")
+    task_setup.add_arguments(p)
+    p.add_argument("--spm", metavar="MODEL",
+                   help="the sentencepiece model the dictionaries were made with: stored in OUTDIR, so that "
+                        "un-translate reads and writes text (without it: sentencepiece pieces)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing OUTDIR (only once the new one is complete)")
+                   help="replace an earlier un-export folder (one with its manifest and nothing else), only "
+                        "once the new one is complete; any other OUTDIR is refused and left as it is")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default: the exporter's, 20 with torch 2.13; >= 18)")
     p.add_argument("--max-beam", type=int, default=DEFAULT_MAX_BEAM, metavar="N",
@@ -82,11 +90,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def replace_refusal(outdir: Path, overwrite: bool) -> Optional[str]:
+    """Why ``outdir`` must not be replaced (None: it may): it exists without --overwrite, or
+    it is not an earlier export (a folder with its manifest, holding only what un-export writes)."""
+    if not outdir.exists() and not outdir.is_symlink():
+        return None
+    if not overwrite:
+        return f"{outdir} exists; give --overwrite to replace an earlier un-export folder"
+    if outdir.is_symlink() or not outdir.is_dir() or not (outdir / layout.MANIFEST).is_file():
+        return (f"{outdir} is not an earlier un-export folder (no {layout.MANIFEST}): --overwrite replaces "
+                f"only those; nothing deleted")
+    foreign = sorted(p.name for p in outdir.iterdir() if not layout.is_export_file(p.name))
+    if foreign:
+        return (f"{outdir} holds files un-export did not write ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}): refusing to delete them; nothing deleted")
+    return None
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     checkpoint, outdir = Path(args.checkpoint), Path(args.outdir)
-    if outdir.exists() and not args.overwrite:
-        print(f"un-export: error: {outdir} exists; give --overwrite to replace it", file=sys.stderr)
+    refusal = replace_refusal(outdir, args.overwrite)
+    if refusal:
+        print(f"un-export: error: {refusal}", file=sys.stderr)
         return 2
     if args.max_beam < 1:
         print(f"un-export: error: --max-beam {args.max_beam}: give a whole number >= 1", file=sys.stderr)
@@ -100,19 +126,24 @@ def main(argv=None) -> int:
         print(f"un-export: error: un-export needs {missing}, which is not installed: {INSTALL_EXTRA}",
               file=sys.stderr)
         return 2
-    from . import exporter  # onnx and the exporter load here, after the arguments are checked
+    from . import exporter, sentencepiece_model  # onnx and the exporter load here, after the arguments are checked
 
     try:
-        state = load_checkpoint(checkpoint)
+        if args.spm is not None and not Path(args.spm).is_file():
+            raise FileNotFoundError(f"--spm {args.spm}: no such file")
+        state, setup = task_setup.prepare(load_checkpoint(checkpoint), args.data, args.source_lang,
+                                          args.target_lang)
+        print(setup.pair_line())
         tolerance = args.tolerance if args.verify else float("inf")
-        task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance,
-                                                          keep_scale=args.int8 == "scaled")
+        task, model, reference, report = exporter.prepare(state, None, args.verify_batches, tolerance,
+                                                          keep_scale=args.int8 == "scaled", split=setup.split)
         with atomic_dir(outdir) as tmp:
+            spm = sentencepiece_model.store(Path(args.spm), tmp, task) if args.spm else None
             exporter.export_graphs(model, tmp, args.opset, args.max_beam)
             dictionaries = exporter.write_dictionaries(task, tmp)
             counts = exporter.census(tmp)
             # the manifest first: the ONNX Runtime check reads the folder as un-translate does
-            exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None, args.max_beam)
+            exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, None, args.max_beam, spm)
             worst = exporter.check_with_onnxruntime(tmp, task, reference, args.tolerance) if args.verify else None
             if args.int8:
                 report["int8"] = {"scheme": args.int8, **exporter.quantize(tmp)}
@@ -120,7 +151,7 @@ def main(argv=None) -> int:
                 report["int8"]["largest_log_prob_difference"] = exporter.check_with_onnxruntime(
                     tmp, task, reference, float("inf"))
             manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst,
-                                              args.max_beam)
+                                              args.max_beam, spm)
     except KeyboardInterrupt:
         print("un-export: interrupted; nothing written", file=sys.stderr)
         return 130
@@ -130,7 +161,8 @@ def main(argv=None) -> int:
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(report["norm_types"].items()))
     print(f"norms: {kinds}; " + ("folded (largest change: encoder {encoder_out:.3g}, decoder log-probs "
                                  "{decoder_log_probs:.3g})".format(**report["fold_check"])
-                                 if report["folded"] else "exported as they are (not foldable or nothing to fold)"))
+                                 if report["folded"] else "exported as they are (not foldable or nothing to fold)")
+          + (f"; fold checked on {setup.verification()}" if report["folded"] else ""))
     for line in exporter.census_lines(counts):
         print(line)
     if worst is not None:
@@ -139,6 +171,8 @@ def main(argv=None) -> int:
         print(f"int8 ({args.int8}): {sum(report['int8']['quantized_matmuls'].values())} weight matmuls quantised; "
               f"largest log-probability difference to the checkpoint "
               f"{report['int8']['largest_log_prob_difference']:.3g} (not a failure: int8 rounds)")
+    if spm:
+        print(f"sentencepiece model {spm['from']} ({spm['pieces']} pieces) stored: un-translate reads and writes text")
     sizes = {name: g["bytes"] / 2**20 for name, g in manifest["graphs"].items()}
     print(f"wrote {outdir}: opset {manifest['exporter']['opset']}, "
           + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in sizes.items()))

@@ -32,15 +32,16 @@ DEFAULT_MAX_BEAM = layout.DEFAULT_MAX_BEAM
 
 
 def prepare(state: Dict, data: Optional[str], verify_batches: int, tolerance: float, seed: int = 1,
-            keep_scale: bool = False):
+            keep_scale: bool = False, split: Optional[str] = None):
     """Rebuild the checkpoint's model and fold it when every norm is offline (or none), with
-    :func:`un_fairseq.fold.load_folded`.
+    :func:`un_fairseq.fold.load_folded` (checked on the binarized ``split``, else random tokens).
 
     Returns ``(task, model, reference, report)``: the model to export, the model as the
     checkpoint stored it (the reference of every check) and what was done. Raises
     ValueError when the fold changes the outputs by more than ``tolerance``.
     """
-    result = fold.load_folded(state, data, tolerance, count=verify_batches, seed=seed, keep_scale=keep_scale)
+    result = fold.load_folded(state, data, tolerance, count=verify_batches, seed=seed, keep_scale=keep_scale,
+                              split=split)
     report = {"norm_types": result.norm_types, "folded": result.folded, "scale_kept": keep_scale and result.folded}
     if result.folded:
         report["fold_check"] = result.check
@@ -118,10 +119,11 @@ def quantize(folder: Path) -> Dict:
 def write_dictionaries(task, folder: Path) -> Dict:
     """fairseq's dictionary files, and what the manifest says of them."""
     out = {}
-    for side, d, filename in (("source", task.source_dictionary, layout.SOURCE_DICT),
-                              ("target", task.target_dictionary, layout.TARGET_DICT)):
+    for side, d, filename, lang in (("source", task.source_dictionary, layout.SOURCE_DICT, "source_lang"),
+                                    ("target", task.target_dictionary, layout.TARGET_DICT, "target_lang")):
         d.save(str(folder / filename))
-        out[side] = {"file": filename, "size": len(d), "special_symbols": d.symbols[:d.nspecial],
+        out[side] = {"file": filename, "language": getattr(getattr(task, "cfg", None), lang, None), "size": len(d),
+                     "special_symbols": d.symbols[:d.nspecial],
                      "specials": {"bos": d.bos(), "pad": d.pad(), "eos": d.eos(), "unk": d.unk()}}
     return out
 
@@ -201,9 +203,10 @@ def census_lines(counts: Dict[str, Dict[str, Dict[str, int]]]) -> List[str]:
 
 def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, report: Dict, dictionaries: Dict,
                    counts: Dict[str, Dict[str, Dict[str, int]]], ort_worst: Optional[float],
-                   max_beam: int = DEFAULT_MAX_BEAM) -> Dict:
-    """The JSON manifest: source, model shape, norms, graphs and their I/O, dictionaries, census.
-    ``checkpoint`` None: a model that came from no file (benchmarks)."""
+                   max_beam: int = DEFAULT_MAX_BEAM, sentencepiece: Optional[Dict] = None) -> Dict:
+    """The JSON manifest: source, model shape, norms, graphs and their I/O, dictionaries, census,
+    the stored sentencepiece model (``export.sentencepiece_model.store``; None: the folder
+    translates pieces). ``checkpoint`` None: a model that came from no file (benchmarks)."""
     enc, dec = model.encoder, model.decoder
     attn = dec.layers[0].self_attn
     candidates = candidates_per_row(model, max_beam)
@@ -232,6 +235,7 @@ def write_manifest(folder: Path, checkpoint: Optional[Path], model: nn.Module, r
                              "inputs": io(layout.DECODER_INPUTS), "outputs": io(layout.DECODER_OUTPUTS)},
         },
         "dictionaries": dictionaries,
+        "sentencepiece": sentencepiece,
         "census": counts["ops"],
         "onnxruntime_check": None if ort_worst is None else {"largest_log_prob_difference": ort_worst},
         "int8": report.get("int8"),

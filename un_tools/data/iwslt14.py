@@ -159,8 +159,8 @@ def main(argv=None):
     p.add_argument("--orig", help="a local copy of the archive: de-en.tgz itself, or unpacked (its de-en/ folder, "
                                   "or a folder holding the files); default: download --url")
     p.add_argument("--url", default=URL, help=f"where to download the archive from (default: fairseq's mirror {URL})")
-    p.add_argument("--bpe-codes", help="apply these subword-nmt codes instead of learning 10k merges "
-                                       "(canonical: ../shared/data/iwslt14/bpe10k.code)")
+    p.add_argument("--bpe-codes", help="apply these subword-nmt codes (a local copy of the canonical 10k "
+                                       "codes, bpe10k.code) instead of learning 10k merges")
     p.add_argument("--test-only", action="store_true",
                    help="only build the test set (no training file needed; no binarization)")
     p.add_argument("--workers", type=int, default=2, help="fairseq-preprocess workers (default 2)")

@@ -114,8 +114,9 @@ def main(argv=None):
         prog="prepare-multi30k.sh",
         description="Multi30k task 1 De-En: Moses lowercase + normalize-punctuation + tokenizer, joint "
                     "sentencepiece BPE, fairseq-preprocess --joined-dictionary into OUT/bin.")
-    p.add_argument("--raw", help=f"folder with {{train,val,test_2016_flickr}}.{{de,en}}.gz (default: {DEFAULT_RAW} "
-                                 "when present, else download from github.com/multi30k/dataset)")
+    p.add_argument("--raw", help="a local copy of the raw corpus: a folder with "
+                                 "{train,val,test_2016_flickr}.{de,en}.gz (default: the project's data folder "
+                                 "beside the checkout when present, else download from github.com/multi30k/dataset)")
     p.add_argument("--vocab-size", type=int, default=8000, help="joint sentencepiece BPE vocabulary (default 8000)")
     p.add_argument("--workers", type=int, default=2, help="fairseq-preprocess workers (default 2)")
     p.add_argument("--out", required=True, help="output folder")

@@ -101,7 +101,10 @@ def valid_bleu_flags(profile: Profile, dataset: Dataset) -> List[str]:
 
 def build_command(profile: Profile, dataset: Dataset, norm: str, seed: int, data: Path,
                   out: Path, extra: List[str]) -> List[str]:
-    cmd = [*fairseq_command("fairseq-train"), str(data), "--user-dir", str(REPO / "un_fairseq"),
+    # the pair named explicitly, so that the checkpoints store it (un-fuse, un-export and the hub
+    # then need only the dictionaries; fairseq infers an unnamed pair from binarized files only)
+    cmd = [*fairseq_command("fairseq-train"), str(data), "--source-lang", dataset.src, "--target-lang", dataset.tgt,
+           "--user-dir", str(REPO / "un_fairseq"),
            "--save-dir", str(out / "checkpoints"), "--seed", str(seed), "--norm-type", norm,
            *profile.model_flags, *profile.train_flags, *profile.norm_flags,
            *valid_bleu_flags(profile, dataset), *profile.log_flags,
