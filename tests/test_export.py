@@ -387,7 +387,7 @@ def test_int8_export_quantises_the_weight_matmuls_and_stays_close(toy_data, chec
         weights = {init.name for init in graph.graph.initializer}
         float_weight_matmuls = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
         assert not float_weight_matmuls, name  # every weight matmul is int8
-        assert counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0) == \
+        assert counts.get("MatMulIntegerToFloat", 0) == \
             manifest["int8"]["quantized_matmuls"][name] > 0
         if norm == "un":  # still no normalisation op: a kept scale is a Mul
             assert not norm_op_counts(graph), (name, counts)

@@ -59,7 +59,7 @@ def test_int8_rewrite_is_the_integer_math_on_this_cpu(saturating):
     assert int8.quantize_model(model) == 1
     onnx.checker.check_model(model, full_check=True)
     ops = {n.op_type for n in model.graph.node}
-    assert "MatMulInteger" in ops and "MatMul" not in ops
+    assert "MatMulIntegerToFloat" in ops and "MatMul" not in ops
     assert "w" not in {i.name for i in model.graph.initializer}  # the float weight is gone
     got = _run(model, x)
     want = reference(x, w)

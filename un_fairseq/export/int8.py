@@ -1,13 +1,17 @@
 """int8 weight matmuls with per-row activation scales: exact integer arithmetic on every x86 CPU.
 
 Each ``MatMul`` of an activation ``X`` (``... x M x K``) by a weight ``W`` (``K x N``, an
-initializer) becomes, in standard ONNX ops::
+initializer) becomes::
 
     s_x = max_k |X[m, k]| / 127                      one scale per row m (per token)
-    q_x = clip(round(X / s_x), -127, 127) + 128      uint8 in [1, 255], zero point 128
+    q_x = round(X / s_x) + 128                       uint8 in [1, 255], zero point 128
     s_w = max_k |W[k, n]| / 63                       one scale per output channel n
     q_w = round(W / s_w)                             int8 in [-63, 63] (7 bits)
-    Y   = (MatMulInteger(q_x, q_w; a_zero_point=128) * s_w) * s_x
+    Y   = ((q_x - 128) @ q_w * s_w) * s_x
+
+in ONNX ops: standard ones for the scales and ``QuantizeLinear``, and ONNX Runtime's
+``MatMulIntegerToFloat`` (``com.microsoft``) for the integer product with its weight scale
+(``MatMulInteger``, ``Cast`` and ``Mul`` in one kernel).
 
 Why this and not ONNX Runtime's ``quantize_dynamic`` (``DynamicQuantizeMatMul``):
 
@@ -41,7 +45,9 @@ TINY = 1e-30
 #: tells this quantisation from a normalisation by it
 ROW_SCALING_SCOPE = "/int8_rows/"
 
-METHOD = "per-row activations (uint8, zero point 128), per-channel 7-bit int8 weights, MatMulInteger"
+METHOD = "per-row activations (uint8, zero point 128), per-channel 7-bit int8 weights, MatMulIntegerToFloat"
+#: ONNX Runtime's contrib domain, of ``MatMulIntegerToFloat``
+MS_DOMAIN = "com.microsoft"
 
 
 def quantize_weight(w: np.ndarray):
@@ -65,17 +71,20 @@ def _shared_constants(graph: onnx.GraphProto) -> Dict[str, str]:
         "tiny": _const(graph, prefix + "tiny", np.array(TINY, dtype=np.float32)),
         "qmax": _const(graph, prefix + "qmax", np.array(ACTIVATION_MAX, dtype=np.float32)),
         "inv_qmax": _const(graph, prefix + "inv_qmax", np.array(1.0 / ACTIVATION_MAX, dtype=np.float32)),
-        "lo": _const(graph, prefix + "lo", np.array(-ACTIVATION_MAX, dtype=np.float32)),
-        "hi": _const(graph, prefix + "hi", np.array(ACTIVATION_MAX, dtype=np.float32)),
-        "offset": _const(graph, prefix + "offset", np.array(ZERO_POINT, dtype=np.float32)),
+        "one": _const(graph, prefix + "one", np.array(1.0, dtype=np.float32)),
         "zero_point": _const(graph, prefix + "zero_point", np.array(ZERO_POINT, dtype=np.uint8)),
     }
 
 
 def _replacement(node: onnx.NodeProto, w_q: str, w_scale: str, c: Dict[str, str]) -> List[onnx.NodeProto]:
-    """The nodes that compute ``node``'s output (same name) from its activation input."""
+    """The nodes that compute ``node``'s output (same name) from its activation input.
+
+    ``QuantizeLinear(x / s_x, 1, 128)`` rounds half to even and saturates to uint8, which
+    never binds here (``|x / s_x| <= 127``); ONNX Runtime's ``MatMulIntegerToFloat`` is
+    ``MatMulInteger``, the cast and the weight scale in one kernel."""
     x, y = node.input[0], node.output[0]
-    p = f"{node.name or y}{ROW_SCALING_SCOPE}"
+    base = node.name or y
+    p = f"{base}{ROW_SCALING_SCOPE}"
     make = helper.make_node
     return [
         make("Abs", [x], [p + "abs"], name=p + "Abs"),
@@ -84,13 +93,9 @@ def _replacement(node: onnx.NodeProto, w_q: str, w_scale: str, c: Dict[str, str]
         make("Div", [c["qmax"], p + "amax"], [p + "inv_scale"], name=p + "InvScale"),
         make("Mul", [p + "amax", c["inv_qmax"]], [p + "scale"], name=p + "Scale"),
         make("Mul", [x, p + "inv_scale"], [p + "scaled"], name=p + "ScaleX"),
-        make("Round", [p + "scaled"], [p + "rounded"], name=p + "Round"),
-        make("Clip", [p + "rounded", c["lo"], c["hi"]], [p + "clipped"], name=p + "Clip"),
-        make("Add", [p + "clipped", c["offset"]], [p + "shifted"], name=p + "Shift"),
-        make("Cast", [p + "shifted"], [p + "q"], name=p + "CastU8", to=TensorProto.UINT8),
-        make("MatMulInteger", [p + "q", w_q, c["zero_point"]], [p + "int32"], name=f"{node.name or y}/MatMulInteger"),
-        make("Cast", [p + "int32"], [p + "float"], name=p + "CastF32", to=TensorProto.FLOAT),
-        make("Mul", [p + "float", w_scale], [p + "per_channel"], name=p + "WeightScale"),
+        make("QuantizeLinear", [p + "scaled", c["one"], c["zero_point"]], [p + "q"], name=p + "QuantizeLinear"),
+        make("MatMulIntegerToFloat", [p + "q", w_q, c["one"], w_scale, c["zero_point"]], [p + "per_channel"],
+             name=f"{base}/MatMulIntegerToFloat", domain=MS_DOMAIN),
         make("Mul", [p + "per_channel", p + "scale"], [y], name=p + "RowScale"),
     ]
 
@@ -123,4 +128,6 @@ def quantize_model(model: onnx.ModelProto) -> int:
     keep = [i for i in graph.initializer if i.name in still_read]
     del graph.initializer[:]
     graph.initializer.extend(keep)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return len(targets)
