@@ -142,8 +142,8 @@ def validate_norm_args(args) -> None:
 
 
 def main() -> int:
-    """Print the normalization flags with their help (``fairseq-train --user-dir un_fairseq
-    --arch transformer_un --help`` shows them too, with every other flag)."""
+    """Print the normalization flags with their help (fairseq's ``--help`` prints before it
+    adds any model flag, so this is where they are listed)."""
     parser = argparse.ArgumentParser(
         prog="fairseq-train --user-dir un_fairseq --arch transformer_un",
         description="The normalization flags of the transformer_un architectures (shown by "

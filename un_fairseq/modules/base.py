@@ -58,8 +58,12 @@ class PaddingAwareNorm(SpecOptions, nn.Module):
 
     def _training_forward_begins(self) -> None:
         """Called before each training forward that may change state: lets
-        :mod:`.step_rollback` save the state once per optimizer step under fp16 / amp."""
+        :mod:`.step_rollback` copy the state once per update attempt under fp16 / amp."""
         step_rollback.remember(self)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        step_rollback.settle(self)  # a skipped last update leaves no trace in a checkpoint
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def state_snapshot(self) -> Dict[str, Any]:
         """A copy of everything a training forward or backward changes."""
@@ -72,6 +76,8 @@ class PaddingAwareNorm(SpecOptions, nn.Module):
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         if padding_mask is None:
             padding_mask = self.context_padding_mask
+        if not self.training:
+            step_rollback.settle(self)  # validation after a skipped update
         return self.normalize(x, padding_mask)
 
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
