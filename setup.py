@@ -17,6 +17,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["un_fairseq", "un_fairseq.*", "un_tools", "un_tools.*",
                                     "un_translate", "un_translate.*"]),
+    py_modules=["un_atomic"],  # atomic file output (standard library only), for the plugin and the tools
     install_requires=[
         "torch>=2.6",  # installed first; no CUDA build is pinned here
         "ve-fairseq==0.12.3",  # fairseq's main branch packaged for Python 3.11/3.12

@@ -16,7 +16,9 @@ from fairseq_cli import train as train_cli
 from fairseq_fixtures import TINY_MODEL, TINY_TRAINING, call_cli
 from un_fairseq import fp16_hooks, fuse
 from un_fairseq.checkpoint_io import load_checkpoint
-from un_fairseq.modules import NORM_TYPES, OFFLINE_NORM_TYPES
+from un_fairseq.modules.registry import norm_types, offline_norm_types
+
+NORM_TYPES, OFFLINE_NORM_TYPES = norm_types(), offline_norm_types()
 
 FP16 = ["--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "1", "--fp16-scale-window", "2"]
 STAT_BUFFERS = ("running_var", "running_mean", "running_phi", "grad_ema", "psi", "omega", "phi")

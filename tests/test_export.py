@@ -16,7 +16,7 @@ import torch
 from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from toy_models import build, save_checkpoint, train_steps
 from un_fairseq import fold
-from un_tools.atomic import atomic_dir
+from un_atomic import atomic_dir
 from un_fairseq.export import cli as export_cli
 from un_fairseq.export.census import NORM_OPS, op_counts
 from un_fairseq.export.graphs import DecoderStepGraph, EncoderGraph

@@ -14,7 +14,10 @@ from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from toy_models import batches, build, save_checkpoint, train_steps
 from un_fairseq import fold, fuse
 from un_fairseq.checkpoint_io import load_checkpoint
-from un_fairseq.modules import NoNorm, OFFLINE_NORM_TYPES, PaddingAwareNorm
+from un_fairseq.modules import NoNorm, PaddingAwareNorm
+from un_fairseq.modules.registry import offline_norm_types
+
+OFFLINE_NORM_TYPES = offline_norm_types()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

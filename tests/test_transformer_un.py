@@ -13,8 +13,10 @@ from torch import nn
 import un_fairseq  # noqa: F401  (registers the models, allows fairseq checkpoint types)
 from fairseq import checkpoint_utils, options, tasks
 from fairseq_fixtures import REPO, TINY_MODEL
-from un_fairseq.modules import NORM_SPECS, NORM_TYPES, PaddingAwareNorm, norm_type_of
-from un_tools.norm_spec import flag_options
+from un_fairseq.modules import PaddingAwareNorm, norm_type_of, registry
+from un_fairseq.modules.registry import flag_options
+
+NORM_SPECS, NORM_TYPES = registry.norm_specs(), registry.norm_types()
 
 ENCODER_POSITIONS = ("self_attn_layer_norm", "final_layer_norm")
 DECODER_POSITIONS = ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")

@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import torch
 
-from un_tools.atomic import atomic_path
+from un_atomic import atomic_path
 from .checkpoint_safety import allow_fairseq_checkpoint_types
 
 #: the first bytes of torch's legacy (pre-zip) format: a protocol-2 pickle

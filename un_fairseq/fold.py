@@ -32,19 +32,21 @@ from torch import Tensor, nn
 
 from .checkpoint_io import load_checkpoint
 from .models.transformer_un import LAYER_NORM_NAMES
-from .modules import OFFLINE_NORM_TYPES, NoNorm, norm_type_of
-from .modules.base import PaddingAwareNorm
-from .modules.online_norms import RMSNorm
+from .modules import NoNorm, norm_type_of, registry
 
-#: the norm types whose inference map is a per-channel affine map, and 'none'
-FOLDABLE = ", ".join(OFFLINE_NORM_TYPES) + " (and 'none': nothing to fold)"
+#: the norm types whose inference map is a per-channel affine map
+OFFLINE = registry.offline_norm_types()
+#: the norm type of a folded norm (the identity)
+IDENTITY = registry.name_of(NoNorm)
+FOLDABLE = ", ".join(OFFLINE) + f" (and {IDENTITY!r}: nothing to fold)"
 
 
 # -- what a model holds --------------------------------------------------------------------
 
 def is_norm(module: nn.Module) -> bool:
     """Whether ``module`` sits in a norm position (any norm type, NoNorm included)."""
-    return isinstance(module, (PaddingAwareNorm, nn.LayerNorm, RMSNorm, NoNorm))
+    classes = tuple(c for s in registry.norm_specs().values() for c in (s.cls, *s.stands_for))
+    return isinstance(module, classes)
 
 
 def norm_kinds(model: nn.Module) -> Dict[str, int]:
@@ -53,18 +55,18 @@ def norm_kinds(model: nn.Module) -> Dict[str, int]:
 
 
 def is_foldable(model: nn.Module) -> bool:
-    """Every norm offline or 'none', and at least one offline (something to fold)."""
+    """Every norm offline or the identity, and at least one offline (something to fold)."""
     kinds = set(norm_kinds(model))
-    return kinds <= set(OFFLINE_NORM_TYPES) | {"none"} and bool(kinds - {"none"})
+    return kinds <= {*OFFLINE, IDENTITY} and bool(kinds - {IDENTITY})
 
 
 def affine_of(norm: nn.Module, path: str) -> Optional[Tuple[Tensor, Tensor]]:
     """``(a, b)`` (each ``C``) of an offline norm, None for a NoNorm; ValueError (naming
     ``path``) for an online norm."""
     kind = norm_type_of(norm)
-    if kind == "none":
+    if kind == IDENTITY:
         return None
-    if kind not in OFFLINE_NORM_TYPES:
+    if kind not in OFFLINE:
         raise ValueError(f"cannot fold {path} ({kind}): foldable norm types are {FOLDABLE}")
     return norm.inference_scale()
 
@@ -103,10 +105,10 @@ def check_supported(model: nn.Module, tool: str) -> None:
 
 def check_foldable(model: nn.Module) -> None:
     """Raise ValueError unless ``model`` is a supported ``transformer_un`` whose norms are all
-    offline or 'none', naming every offending layer and its norm type."""
+    offline or the identity, naming every offending layer and its norm type."""
     check_supported(model, "un-fuse")
     online = [f"{name} ({norm_type_of(m)})" for name, m in model.named_modules()
-              if is_norm(m) and norm_type_of(m) not in OFFLINE_NORM_TYPES + ("none",)]
+              if is_norm(m) and norm_type_of(m) not in (*OFFLINE, IDENTITY)]
     if online:
         raise ValueError(
             "cannot fuse: online norm(s) whose inference output depends on each token: "
@@ -198,10 +200,10 @@ def _fold_norm(owner: nn.Module, name: str, path: str, linears: List[nn.Linear],
 
 
 def encoder_output_affine(model: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
-    """The final encoder norm's ``(a, b)`` (None when it is absent or 'none'): a folded
+    """The final encoder norm's ``(a, b)`` (None when it is absent or the identity): a folded
     encoder returns its output before that norm, which now lives in the cross-attention."""
     norm = model.encoder.layer_norm
-    if norm is None or norm_type_of(norm) == "none":
+    if norm is None or norm_type_of(norm) == IDENTITY:
         return None
     return affine_of(norm, "encoder.layer_norm")
 
@@ -270,12 +272,12 @@ def _model_cfg_set(model_cfg, **values) -> None:
 
 def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) -> Dict:
     """A copy of ``state`` holding the folded ``model`` and the cfg/args that rebuild it:
-    every norm type 'none' and ``fused_output_projection`` (``output_projection``: False for a
+    every norm type the identity and ``fused_output_projection`` (``output_projection``: False for a
     model whose final norms were dropped rather than folded). The optimizer state is dropped
     (it refers to the unfolded parameters)."""
     new = dict(state)
     new["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    fused = dict(norm_type="none", encoder_norm_type=None, decoder_norm_type=None,
+    fused = dict(norm_type=IDENTITY, encoder_norm_type=None, decoder_norm_type=None,
                  fused_output_projection=output_projection)
     if state.get("cfg") is not None:
         new["cfg"] = copy.deepcopy(state["cfg"])

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from un_tools.atomic import atomic_dir
+from un_atomic import atomic_dir
 from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 
 #: ``--int8`` schemes: ONNX Runtime's dynamic quantisation of every weight matmul (int8

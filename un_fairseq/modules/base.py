@@ -12,21 +12,21 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from un_tools.norm_spec import NORM_SPECS
-
-from . import step_rollback
+from . import registry, step_rollback
 
 
 class SpecOptions:
-    """Mixin: the options a norm was built with, named as in its spec (``norm_spec.py``)."""
+    """Mixin: the options a norm was built with, named as in its registration."""
 
-    #: the ``--norm-type`` name whose spec lists the options
-    norm_type: Optional[str] = None
+    @property
+    def norm_type(self) -> str:
+        """The ``--norm-type`` name that builds this norm."""
+        return registry.norm_type_of(self)
 
     def constructor_options(self) -> Dict[str, Any]:
         """``build_norm(self.norm_type, self.num_features, **self.constructor_options())``
         builds this norm's twin."""
-        return {name: getattr(self, name) for name in NORM_SPECS[self.norm_type].option_names}
+        return {name: getattr(self, name) for name in registry.spec_of(self.norm_type).option_names}
 
 
 class PaddingAwareNorm(SpecOptions, nn.Module):

@@ -30,7 +30,7 @@ TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in [
 
 
 def _write(path, record) -> None:
-    from un_tools.atomic import atomic_path
+    from un_atomic import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -61,6 +61,9 @@ def env(out) -> None:
         rec.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                    gpu_capability=f"{props.major}.{props.minor}", gpu_count=torch.cuda.device_count())
     rec["fairseq"] = fairseq.__version__
+    from un_tools.benchmarks.common import norm_names
+
+    rec["norm_names"] = vars(norm_names())  # the --norm-type names of the compared models
     for dist in ("ve-fairseq", "numpy", "hydra-core", "omegaconf", "sacrebleu", "onnxruntime",
                  "onnxruntime-gpu", "triton"):
         rec[dist] = _version(dist)
@@ -177,7 +180,7 @@ def nonorm(src, dst, data) -> None:
         for name, child in list(parent.named_children()):
             if is_norm(child):
                 setattr(parent, name, NoNorm(getattr(child, "num_features", 0)))
-    # every norm type 'none', the tied output projection kept, no optimizer state
+    # every norm NoNorm, the tied output projection kept, no optimizer state
     new = folded_state(state, model, output_projection=False)
     save_atomically(new, dst)
 

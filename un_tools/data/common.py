@@ -20,7 +20,7 @@ import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
-from un_tools.atomic import atomic_dir, atomic_path
+from un_atomic import atomic_dir, atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
