@@ -193,7 +193,7 @@ def test_refusals_name_the_problem_and_leave_nothing(toy_data, checkpoints, tmp_
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(checkpoints["un"].read_bytes()[:1000])
     cases = [
-        ([plain, tmp_path / "out"], "not a transformer_un checkpoint: its arch is 'transformer'"),
+        ([plain, tmp_path / "out"], "not a transformer_un model: its arch is 'transformer'"),
         ([truncated, tmp_path / "out"], "truncated"),
         ([tmp_path / "missing.pt", tmp_path / "out"], "no checkpoint at"),
         ([checkpoints["un"], tmp_path / "out", "--tolerance", "1e-12"], "folding changed"),

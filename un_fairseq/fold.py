@@ -17,15 +17,21 @@ Folded norms become :class:`~un_fairseq.modules.NoNorm`. The arithmetic runs in 
 and is cast back to each weight's dtype.
 
     from un_fairseq import fold
-    task, model = fold.load_model("checkpoint_best.pt", data="data-bin/...")
-    folded = fold.load_folded("checkpoint_best.pt", data="data-bin/...")  # checked, see FoldResult
+    result = fold.load_folded("checkpoint_best.pt", data="data-bin/...")  # checked, see FoldResult
+    result.model, result.reference  # folded, and as the checkpoint stored it
+
+``un-fuse`` and ``un-export`` both run :func:`load_folded`, with the same verification
+flags (:func:`add_verification_args`), defaults and errors.
 """
 
+import argparse
 import copy
+import itertools
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -92,21 +98,23 @@ def unsupported_features(model: nn.Module) -> List[str]:
     return [name for name, present in found if present]
 
 
-def check_supported(model: nn.Module, tool: str) -> None:
+def check_supported(model: nn.Module) -> None:
     """ValueError unless ``model`` is a ``transformer_un`` without :func:`unsupported_features`."""
     from .models.transformer_un import TransformerUNModel
 
     if not isinstance(model, TransformerUNModel):
-        raise ValueError(f"{tool} takes transformer_un models only, not {type(model).__name__}")
+        arch = getattr(getattr(model, "args", None), "arch", None) or type(model).__name__
+        raise ValueError(f"not a transformer_un model: its arch is {arch!r}; un-fuse and un-export take "
+                         f"transformer_un models only")
     problems = unsupported_features(model)
     if problems:
-        raise ValueError(f"{tool} does not support " + ", ".join(problems))
+        raise ValueError("un-fuse and un-export do not support " + ", ".join(problems))
 
 
 def check_foldable(model: nn.Module) -> None:
     """Raise ValueError unless ``model`` is a supported ``transformer_un`` whose norms are all
     offline or the identity, naming every offending layer and its norm type."""
-    check_supported(model, "un-fuse")
+    check_supported(model)
     online = [f"{name} ({norm_type_of(m)})" for name, m in model.named_modules()
               if is_norm(m) and norm_type_of(m) not in (*OFFLINE, IDENTITY)]
     if online:
@@ -213,13 +221,12 @@ def encoder_output_affine(model: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
 def build_from_state(state: Dict, data: Optional[str] = None):
     """``(task, model)`` built by fairseq from a checkpoint's stored cfg, weights loaded,
     in eval mode. ``data`` replaces the stored data folder (the task reads its
-    dictionaries there). ValueError for anything that is not a ``transformer_un``."""
+    dictionaries there). ValueError for anything that is not a supported ``transformer_un``
+    (:func:`check_supported`)."""
     from fairseq import tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf, overwrite_args_by_name
     from fairseq.models import ARCH_MODEL_REGISTRY
     from omegaconf import OmegaConf
-
-    from .models.transformer_un import TransformerUNModel
 
     if state.get("cfg") is not None:
         cfg = OmegaConf.create(copy.deepcopy(state["cfg"]), flags={"allow_objects": True})
@@ -228,9 +235,9 @@ def build_from_state(state: Dict, data: Optional[str] = None):
     else:
         raise ValueError("the checkpoint stores neither 'cfg' nor 'args': cannot rebuild its model")
     arch = getattr(cfg.model, "arch", None) or getattr(cfg.model, "_name", None)
-    if ARCH_MODEL_REGISTRY.get(arch) is not TransformerUNModel:
-        raise ValueError(f"not a transformer_un checkpoint: its arch is {arch!r}; un-fuse and un-export "
-                         f"take transformer_un models only")
+    if arch not in ARCH_MODEL_REGISTRY:
+        raise ValueError(f"the checkpoint's arch {arch!r} is not a fairseq model known here: "
+                         f"un-fuse and un-export take transformer_un models only")
     if data is not None:
         overwrite_args_by_name(cfg, {"data": str(data)})
     if not Path(str(cfg.task.data).split(":")[0]).is_dir():
@@ -248,18 +255,8 @@ def build_from_state(state: Dict, data: Optional[str] = None):
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"the checkpoint's weights do not fit its model: {first}") from None
+    check_supported(model)
     return task, model.eval()
-
-
-def fold_state(state: Dict, data: Optional[str] = None) -> Dict:
-    """A checkpoint's state -> the folded checkpoint's state (``state`` is not changed)."""
-    _, model = build_from_state(state, data)
-    return folded_state(state, fold_model(model))
-
-
-def load_model(path, data: Optional[str] = None):
-    """``(task, model)`` of a checkpoint file (safe loader), in eval mode, unfolded."""
-    return build_from_state(load_checkpoint(path), data)
 
 
 def _model_cfg_set(model_cfg, **values) -> None:
@@ -289,28 +286,61 @@ def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) 
     return new
 
 
-# -- verification -----------------------------------------------------------------------
+# -- verification ---------------------------------------------------------------------
 
-def verification_batches(task, model, subset: Optional[str], count: int, seed: int) -> Iterable[Dict]:
-    """Up to ``count`` real batches of ``subset``, or random-token batches (``8 x 12``
-    sources, ``8 x 10`` targets) when ``subset`` is None."""
-    if subset is None:
-        gen = torch.Generator().manual_seed(seed)
-        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-        for _ in range(count):
-            src = torch.randint(src_dict.nspecial, len(src_dict), (8, 12), generator=gen)
-            prev = torch.randint(tgt_dict.nspecial, len(tgt_dict), (8, 10), generator=gen)
-            src[:, -1], prev[:, 0] = src_dict.eos(), tgt_dict.eos()
-            yield {"net_input": {"src_tokens": src, "src_lengths": torch.full((8,), 12),
-                                 "prev_output_tokens": prev}}
-        return
-    task.load_dataset(subset)
-    itr = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=4000,
-                                  max_positions=model.max_positions(), seed=seed)
-    for i, batch in enumerate(itr.next_epoch_itr(shuffle=False)):
-        if i >= count:
-            break
-        yield batch
+#: what the fold is checked on when nothing else is asked for (un-fuse and un-export alike)
+VERIFY_SUBSET, VERIFY_BATCHES, VERIFY_TOLERANCE, VERIFY_SEED = "valid", 8, 1e-4, 1
+
+
+def add_verification_args(parser) -> None:
+    """The verification flags of ``un-fuse`` and ``un-export`` (argparse)."""
+    parser.add_argument("--gen-subset", default=VERIFY_SUBSET, metavar="SPLIT",
+                        help="split of --data whose batches the fold is checked on; random tokens over "
+                             f"the dictionaries when --data is not given or has no such split "
+                             f"(default: {VERIFY_SUBSET})")
+    parser.add_argument("--verify-batches", type=int, default=VERIFY_BATCHES, metavar="N",
+                        help=f"batches of the fold check (default: {VERIFY_BATCHES})")
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the unfolded and folded models in eval mode and fail (writing "
+                             "nothing) if encoder outputs or decoder log-probabilities differ by "
+                             "more than --tolerance (default: on; --no-verify reports the differences "
+                             "without failing)")
+    parser.add_argument("--tolerance", type=float, default=VERIFY_TOLERANCE, metavar="TOL",
+                        help="allowed |unfolded - folded| per value, relative and absolute: "
+                             f"TOL * (1 + |unfolded|) (default: {VERIFY_TOLERANCE:g}, for float32)")
+    parser.add_argument("--seed", type=int, default=VERIFY_SEED, help="seed of the random verification tokens")
+
+
+def verification(args) -> Dict:
+    """:func:`load_folded`'s keyword arguments from the flags of :func:`add_verification_args`."""
+    return dict(subset=args.gen_subset if args.data else None, count=args.verify_batches, seed=args.seed,
+                tolerance=args.tolerance if args.verify else float("inf"))
+
+
+def verification_batches(task, model, subset: Optional[str], count: int, seed: int) -> Tuple[Iterable[Dict], str]:
+    """Up to ``count`` real batches of ``subset`` when the task's data has it, else random-token
+    batches (``8 x 12`` sources, ``8 x 10`` targets); and which of the two, in words."""
+    if subset is not None:
+        try:
+            task.load_dataset(subset)
+        except FileNotFoundError:
+            pass
+        else:
+            itr = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=4000,
+                                          max_positions=model.max_positions(), seed=seed)
+            return itertools.islice(itr.next_epoch_itr(shuffle=False), count), f"{count} batches of {subset}"
+    return _random_batches(task, count, seed), f"{count} random-token batches"
+
+
+def _random_batches(task, count: int, seed: int) -> Iterator[Dict]:
+    gen = torch.Generator().manual_seed(seed)
+    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+    for _ in range(count):
+        src = torch.randint(src_dict.nspecial, len(src_dict), (8, 12), generator=gen)
+        prev = torch.randint(tgt_dict.nspecial, len(tgt_dict), (8, 10), generator=gen)
+        src[:, -1], prev[:, 0] = src_dict.eos(), tgt_dict.eos()
+        yield {"net_input": {"src_tokens": src, "src_lengths": torch.full((8,), 12),
+                             "prev_output_tokens": prev}}
 
 
 @torch.no_grad()
@@ -352,7 +382,8 @@ class FoldResult:
     ``model``: folded when ``folded`` (else the model as stored, for online norms);
     ``reference``: the model as the checkpoint stored it (the reference of every check);
     ``norm_types``: ``{norm type: count}`` before folding; ``check``: the largest
-    differences of the fold check (``encoder_out``, ``decoder_log_probs``) when folded.
+    differences of the fold check (``encoder_out``, ``decoder_log_probs``) when folded;
+    ``verified_on``: what the check ran on, in words.
     """
 
     task: object
@@ -361,21 +392,27 @@ class FoldResult:
     folded: bool
     norm_types: Dict[str, int]
     check: Dict[str, float] = field(default_factory=dict)
+    verified_on: str = ""
 
 
-def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Iterable[Dict]] = None,
-                 count: int = 4, seed: int = 1, keep_scale: bool = False) -> FoldResult:
+def fold_checked(task, model: nn.Module, tolerance: float = VERIFY_TOLERANCE, subset: Optional[str] = None,
+                 count: int = VERIFY_BATCHES, seed: int = VERIFY_SEED, keep_scale: bool = False,
+                 require_fold: bool = False) -> FoldResult:
     """Fold ``model`` (kept as the reference; a copy is folded) when :func:`is_foldable`,
-    compare on ``batches`` (default: ``count`` random batches) and raise ValueError when a
-    value changes by more than ``tolerance * (1 + |value|)``. A model with an online norm is
-    returned unfolded (``folded`` False). ``keep_scale``: see :func:`fold_model`."""
+    compare on :func:`verification_batches` and raise ValueError when a value changes by
+    more than ``tolerance * (1 + |value|)``. A model with an online norm is returned
+    unfolded (``folded`` False), unless ``require_fold``: then it is an error naming the
+    online norms (:func:`check_foldable`; ``un-fuse``), and a model whose norms are all the
+    identity is "folded" too (its output projection untied). ``keep_scale``: see
+    :func:`fold_model`."""
     kinds = norm_kinds(model)
-    if not is_foldable(model):
+    if require_fold:
+        check_foldable(model)
+    elif not is_foldable(model):
         return FoldResult(task, model.eval(), model.eval(), False, kinds)
     reference = model.eval()
     folded = fold_model(copy.deepcopy(model), keep_scale)
-    if batches is None:
-        batches = verification_batches(task, folded, None, count, seed)
+    batches, where = verification_batches(task, folded, subset, count, seed)
     enc_affine = encoder_output_affine(reference)
     if keep_scale and enc_affine is not None:  # the folded encoder's output is a * x
         enc_affine = (torch.ones_like(enc_affine[0]), enc_affine[1])
@@ -383,18 +420,31 @@ def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Ite
     check = {"encoder_out": worst_enc, "decoder_log_probs": worst_dec}
     if bad:
         raise ValueError(f"folding changed {bad} values by more than the tolerance {tolerance:g} "
-                         f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g}); nothing written")
-    return FoldResult(task, folded.eval(), reference, True, kinds, check)
+                         f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g}; on {where}); nothing written")
+    return FoldResult(task, folded.eval(), reference, True, kinds, check, where)
 
 
-def load_folded(path_or_state, data: Optional[str] = None, tolerance: float = 1e-4, count: int = 4,
-                seed: int = 1, keep_scale: bool = False) -> FoldResult:
+#: what a command of the fold pipeline reports as a failure (after which it wrote nothing)
+FAILURES = (KeyboardInterrupt, ValueError, FileNotFoundError)
+
+
+def failed(prog: str, err: BaseException) -> int:
+    """The one-line message on stderr and the exit status of ``un-fuse`` / ``un-export``
+    after ``err`` (one of :data:`FAILURES`): 130 for Ctrl-C, else 2."""
+    if isinstance(err, KeyboardInterrupt):
+        print(f"{prog}: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def load_folded(path_or_state, data: Optional[str] = None, tolerance: float = VERIFY_TOLERANCE,
+                subset: Optional[str] = None, count: int = VERIFY_BATCHES, seed: int = VERIFY_SEED,
+                keep_scale: bool = False, require_fold: bool = False) -> FoldResult:
     """A checkpoint (a path or its loaded state) -> :class:`FoldResult`: rebuilt by fairseq,
     checked for unsupported features, folded when every norm is offline and checked against
-    the unfolded model on ``count`` random batches (``keep_scale``: see :func:`fold_model`)."""
+    the unfolded model (:func:`fold_checked`). ``require_fold``: an online norm is an error
+    naming it (``un-fuse``) rather than a model exported as it is (``un-export``)."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
     task, model = build_from_state(state, data)
-    problems = unsupported_features(model)
-    if problems:
-        raise ValueError("un-fuse and un-export do not support " + ", ".join(problems))
-    return fold_checked(task, model, tolerance, count=count, seed=seed, keep_scale=keep_scale)
+    return fold_checked(task, model, tolerance, subset, count, seed, keep_scale, require_fold)

@@ -1,8 +1,9 @@
 """un-export: a ``transformer_un`` checkpoint -> ONNX graphs that ONNX Runtime (or any ONNX
 toolchain) runs without fairseq.
 
-Offline norms (UN, PN*, BN, MABN) are folded first (``un_fairseq.fuse``, checked against
-the unfolded model), so their graphs contain no normalisation op; online norms (LayerNorm,
+Offline norms (UN, PN*, BN, MABN) are folded first (``un_fairseq.fold.load_folded``, as
+``un-fuse`` folds, checked against the unfolded model), so their graphs contain no
+normalisation op; online norms (LayerNorm,
 RMSNorm, PowerNorm) are exported as they are. OUTDIR receives:
 
   encoder.onnx       src_tokens, src_lengths -> encoder_out, encoder_padding_mask, and every
@@ -35,6 +36,7 @@ from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 #: norm's scale as a per-channel multiply before the matmuls (``fold.fold_model(keep_scale=True)``);
 #: measured on test2016 in docs/export.md
 INT8_SCHEMES = ("folded", "scaled")
+from .. import fold
 from ..checkpoint_io import load_checkpoint
 
 #: what ``un-export`` imports from the ``export`` extra (onnxscript: torch's dynamo exporter)
@@ -71,14 +73,7 @@ def parser() -> argparse.ArgumentParser:
                         "output channel): 'folded' (a bare --int8) quantises the folded weights, 'scaled' keeps "
                         "a folded norm's per-channel scale as a multiply before the matmuls; see docs/export.md. "
                         "The fp32 graphs are verified first")
-    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                   help="compare the folded model with the unfolded one, and ONNX Runtime with the "
-                        "checkpoint's model, on random tokens; fail (writing nothing) beyond "
-                        "--tolerance (default: on)")
-    p.add_argument("--verify-batches", type=int, default=4, metavar="N",
-                   help="random batches of the fold check (default: 4)")
-    p.add_argument("--tolerance", type=float, default=1e-4, metavar="TOL",
-                   help="allowed difference per value: TOL * (1 + |value|) (default: 1e-4, float32)")
+    fold.add_verification_args(p)  # as un-fuse; --verify also compares ONNX Runtime with the checkpoint
     return p
 
 
@@ -104,9 +99,8 @@ def main(argv=None) -> int:
 
     try:
         state = load_checkpoint(checkpoint)
-        tolerance = args.tolerance if args.verify else float("inf")
-        task, model, reference, report = exporter.prepare(state, args.data, args.verify_batches, tolerance,
-                                                          keep_scale=args.int8 == "scaled")
+        task, model, reference, report = exporter.prepare(state, args.data, keep_scale=args.int8 == "scaled",
+                                                          **fold.verification(args))
         with atomic_dir(outdir) as tmp:
             exporter.export_graphs(model, tmp, args.opset, args.max_beam)
             dictionaries = exporter.write_dictionaries(task, tmp)
@@ -121,12 +115,8 @@ def main(argv=None) -> int:
                     tmp, task, reference, float("inf"))
             manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst,
                                               args.max_beam)
-    except KeyboardInterrupt:
-        print("un-export: interrupted; nothing written", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError) as err:
-        print(f"un-export: error: {err}", file=sys.stderr)
-        return 2
+    except fold.FAILURES as err:
+        return fold.failed("un-export", err)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(report["norm_types"].items()))
     print(f"norms: {kinds}; " + ("folded (largest change: encoder {encoder_out:.3g}, decoder log-probs "
                                  "{decoder_log_probs:.3g})".format(**report["fold_check"])
