@@ -14,6 +14,6 @@ import logging
 # imported, which the plugin's own commands (un-fuse, un-export, ...) would otherwise print first
 logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
-from . import checkpoint_safety, models  # noqa: E402,F401
+from . import checkpoint_io, models  # noqa: E402,F401
 
-checkpoint_safety.allow_fairseq_checkpoint_types()
+checkpoint_io.allow_fairseq_checkpoint_types()
