@@ -20,6 +20,8 @@ from un_fairseq.modules import (
 )
 from un_fairseq.modules import compiled
 
+from un_fairseq.modules.spec import Option
+
 NORM_SPECS, NORM_TYPES = registry.norm_specs(), registry.norm_types()
 OFFLINE_NORM_TYPES, BATCH_STAT_NORM_TYPES = registry.offline_norm_types(), registry.batch_stat_norm_types()
 
@@ -674,7 +676,7 @@ def test_build_norm_unknown_name():
 
 #: Invalid values of each kind of option (``un_fairseq/modules/spec.KINDS``).
 BAD_VALUES = {"window": [0, -2, (0, 4), (4, 0)], "warmup": [-1, 2.5], "momentum": [0.0, 1.0, 1.5, -0.1],
-              "eps": [0.0, -1e-5], "groups": [0]}
+              "eps": [0.0, -1e-5], "groups": [0], "real": [float("nan"), float("inf")]}
 # generated from the registry: every option of every norm, each invalid value of its kind
 BAD_OPTIONS = [(norm_class(name), opt.name, value) for name, spec in NORM_SPECS.items()
                for opt in spec.options for value in BAD_VALUES.get(opt.kind, [])]
@@ -684,6 +686,10 @@ BAD_OPTIONS = list(dict.fromkeys(BAD_OPTIONS))  # PN and PN* share a class
 def test_bad_options_cover_every_kind():
     kinds = {opt.kind for spec in NORM_SPECS.values() for opt in spec.options}
     assert kinds - {"flag"} <= set(BAD_VALUES), f"no invalid values for {kinds - set(BAD_VALUES)}"
+    for kind, values in BAD_VALUES.items():  # every kind refuses them, used by a norm yet or not
+        for value in values:
+            with pytest.raises(ValueError, match="not allowed"):
+                Option("x", kind, None, "").check(value)
 
 
 @pytest.mark.parametrize("cls,opt,value", BAD_OPTIONS,

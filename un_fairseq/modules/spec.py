@@ -8,7 +8,8 @@ constructors' defaults and checks, ``build_norm``, ``norm_type_of`` and every no
 ``transformer_un`` (``un_fairseq/models/norm_args.py``) are generated from them.
 """
 
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -44,6 +45,13 @@ def check_eps(name: str, value: float) -> float:
     """A float > 0."""
     if not float(value) > 0.0:
         raise ValueError(f"{name}={value!r} is not allowed: it must be > 0")
+    return float(value)
+
+
+def check_real(name: str, value: float) -> float:
+    """Any finite float (an initial value of a learnable parameter, say)."""
+    if isinstance(value, bool) or not math.isfinite(float(value)):
+        raise ValueError(f"{name}={value!r} is not allowed: give a finite number")
     return float(value)
 
 
@@ -83,6 +91,7 @@ KINDS: Dict[str, Tuple[Callable, Optional[Callable], str]] = {
     "momentum": (check_momentum, float, "A"),
     "eps": (check_eps, float, "EPS"),
     "groups": (check_groups, parse_int, "G"),
+    "real": (check_real, float, "X"),
     "flag": (check_flag, None, ""),
 }
 
