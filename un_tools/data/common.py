@@ -2,7 +2,7 @@
 
 Standard library only at import time (sacremoses, subword-nmt and sentencepiece are imported
 where they are used; fairseq runs as a subprocess), so preparing data never imports fairseq
-or torch. Every output file is written atomically (:mod:`un_tools.atomic`), so an existing
+or torch. Every output file is written atomically (:mod:`un_atomic`), so an existing
 output is always complete and a re-run skips it; a download is verified before it is used.
 """
 
