@@ -1,12 +1,13 @@
 """un-fairseq: Unified Normalization for fairseq's pre-norm Transformer.
 
-Install: torch first, then ``pip install .`` (README.md, "Install", has the commands, the
-CPU-only torch build included).
+How to install: README.md, "Install". The base install is what ``--user-dir un_fairseq``
+needs; the tools' dependencies are extras.
 """
 
 from setuptools import find_packages, setup
 
 EXPORT = ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.3"]
+REPRO = ["sacremoses", "subword-nmt", "matplotlib"]
 
 setup(
     name="un-fairseq",
@@ -14,19 +15,21 @@ setup(
     description="Unified Normalization (Yang et al., ACM MM 2022) as a fairseq plugin",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.11",
+    python_requires=">=3.11,<3.13",  # what ve-fairseq 0.12.3 is packaged for
     packages=find_packages(include=["un_fairseq", "un_fairseq.*", "un_tools", "un_tools.*",
                                     "un_translate", "un_translate.*"]),
+    py_modules=["un_atomic"],  # atomic file output (standard library only), for the plugin and the tools
     install_requires=[
         "torch>=2.6",  # installed first; no CUDA build is pinned here
         "ve-fairseq==0.12.3",  # fairseq's main branch packaged for Python 3.11/3.12
         "sacrebleu>=2.0",
         "sentencepiece",
-        "sacremoses",
-        "subword-nmt",
-        "matplotlib",
+        "numpy",
     ],
     extras_require={
+        # the tools beside the plugin: data preparation (un_tools/data: Moses tokenisation, BPE),
+        # reproduction and its figures (un_tools/reproduce); scripts/setup.sh installs it
+        "repro": REPRO,
         # un-export (ONNX graphs; onnxscript is what torch's dynamo exporter needs) and
         # un-translate (needs only numpy and onnxruntime at run time)
         "export": EXPORT,
@@ -35,7 +38,7 @@ setup(
         "ctranslate2": ["ctranslate2>=4.5"],
         # mosestokenizer ships the real Moses perl scripts; pytest-xdist runs the suite on 2 cores;
         # pytest-timeout fails a test that hangs (pytest.ini sets the limit) instead of blocking CI
-        "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "mosestokenizer==1.2.1", *EXPORT],
+        "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "mosestokenizer==1.2.1", *EXPORT, *REPRO],
     },
     entry_points={
         "console_scripts": [

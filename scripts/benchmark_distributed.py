@@ -1,7 +1,6 @@
 #!/usr/bin/env python
 """Entry point of :mod:`un_tools.benchmarks.distributed` (its docstring, or ``--help``, says what it does)."""
 
-from un_tools.benchmarks.distributed import *  # noqa: F401,F403  (its functions, for ``runpy.run_path``)
 from un_tools.benchmarks.distributed import main
 
 if __name__ == "__main__":

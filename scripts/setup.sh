@@ -14,10 +14,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.un-fairseq-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
-  echo "[setup] installing $TORCH_SPEC, then the package and its test extra"
+  echo "[setup] installing $TORCH_SPEC, then the package with its test and repro extras"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[test,repro]"
   touch "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, fairseq; print("torch", torch.__version__, "| fairseq", fairseq.__version__)' 2>/dev/null)"

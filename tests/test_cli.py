@@ -13,7 +13,9 @@ from fairseq_fixtures import (
     TINY_MODEL, TINY_TRAINING, call_cli, generate, run, train,
 )
 from un_fairseq.checkpoint_io import load_checkpoint
-from un_fairseq.modules import NORM_TYPES
+from un_fairseq.modules.registry import norm_types
+
+NORM_TYPES = norm_types()
 
 
 def hypotheses(stdout: str) -> int:

@@ -14,9 +14,11 @@ import torch
 from fairseq_cli import generate as generate_cli
 from fairseq_cli import train as train_cli
 from fairseq_fixtures import TINY_MODEL, TINY_TRAINING, call_cli
-from un_fairseq import fuse
+from un_fairseq import fp16_hooks, fuse
 from un_fairseq.checkpoint_io import load_checkpoint
-from un_fairseq.modules import NORM_TYPES, OFFLINE_NORM_TYPES, step_rollback
+from un_fairseq.modules.registry import norm_types, offline_norm_types
+
+NORM_TYPES, OFFLINE_NORM_TYPES = norm_types(), offline_norm_types()
 
 FP16 = ["--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "1", "--fp16-scale-window", "2"]
 STAT_BUFFERS = ("running_var", "running_mean", "running_phi", "grad_ema", "psi", "omega", "phi")
@@ -25,7 +27,7 @@ STAT_BUFFERS = ("running_var", "running_mean", "running_phi", "grad_ema", "psi",
 @pytest.fixture(autouse=True)
 def no_step_guard_afterwards():
     yield
-    step_rollback.reset()  # this process built an fp16 optimizer: leave no guard to others
+    fp16_hooks.uninstall()  # this process trained in fp16: leave no hooks to others
 
 
 def generate_fp16(capsys, data, checkpoint):
@@ -43,6 +45,7 @@ def test_fp16_train_generate_and_fuse(toy_data, tmp_path, capsys, norm):
     call_cli(train_cli.cli_main, [toy_data, "--user-dir", "un_fairseq", "--save-dir", tmp_path,
                                   *TINY_MODEL, *TINY_TRAINING, "--norm-type", norm, *FP16,
                                   "--max-update", "4", "--no-epoch-checkpoints"])
+    assert fp16_hooks.step_rollback.enabled()  # the run connected the norms to its loss scale
     ckpt = tmp_path / "checkpoint_last.pt"
     state = load_checkpoint(ckpt)
     assert state["last_optimizer_state"]["loss_scale"] == 4.0  # the scale moved 1 -> 2 -> 4

@@ -20,7 +20,10 @@ import torch
 
 from distributed_worker import TinyModel, model_loss
 from test_normalizers import GRAD_STATE, _jump_schedule, close, make, make_batch
-from un_fairseq.modules import BATCH_STAT_NORM_TYPES, build_norm
+from un_fairseq.modules import build_norm
+from un_fairseq.modules.registry import batch_stat_norm_types
+
+BATCH_STAT_NORM_TYPES = batch_stat_norm_types()
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 WORLD = 2

@@ -16,7 +16,7 @@ import torch
 from fairseq_fixtures import REPO, TINY_MODEL, generate, run
 from toy_models import build, save_checkpoint, train_steps
 from un_fairseq import fold
-from un_tools.atomic import atomic_dir
+from un_atomic import atomic_dir
 from un_fairseq.export import cli as export_cli
 from un_fairseq.export.census import NORM_OPS, norm_op_counts, op_counts
 from conftest import cpu_features
@@ -194,7 +194,7 @@ def test_refusals_name_the_problem_and_leave_nothing(toy_data, checkpoints, tmp_
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(checkpoints["un"].read_bytes()[:1000])
     cases = [
-        ([plain, tmp_path / "out"], "not a transformer_un checkpoint: its arch is 'transformer'"),
+        ([plain, tmp_path / "out"], "not a transformer_un model: its arch is 'transformer'"),
         ([truncated, tmp_path / "out"], "truncated"),
         ([tmp_path / "missing.pt", tmp_path / "out"], "no checkpoint at"),
         ([checkpoints["un"], tmp_path / "out", "--tolerance", "1e-12"], "folding changed"),

@@ -42,8 +42,12 @@ def test_regular_install_finds_user_dir_from_any_directory(toy_data, tmp_path):
           "-w", wheels, source], cwd=tmp_path)
     (wheel,) = wheels.glob("un_fairseq-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for package in ("un_fairseq/__init__.py", "un_tools/__init__.py", "un_translate/__init__.py"):
+    for package in ("un_fairseq/__init__.py", "un_tools/__init__.py", "un_translate/__init__.py", "un_atomic.py"):
         assert package in names, package
+    # the base install is what --user-dir un_fairseq needs; the tools' dependencies are extras
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    base = " ".join(line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line)
+    assert "ve-fairseq" in base and not any(tool in base for tool in ("matplotlib", "sacremoses", "subword-nmt")), base
     assert not any(n.startswith("tests/") for n in names)
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
           "--target", site, wheel], cwd=tmp_path)

@@ -3,16 +3,23 @@ half-precision backward against the float64 reference (``tests/reference.py``), 
 invariance and the rollback of skipped updates through fairseq's own optimizer wrappers,
 and the host step counter's device branch driven on CPU."""
 
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-import un_fairseq  # noqa: F401  (installs the optimizer hooks, as --user-dir does)
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 from reference import RefMABN, RefPowerNorm, RefUnifiedNorm
+from un_fairseq import fp16_hooks
 from un_fairseq.modules import base, build_norm, compiled, loss_scale, row_sums, step_rollback
 
+REPO = Path(__file__).resolve().parent.parent
 STAT_VALUES = torch.tensor([1.0, 70000.0, 1e-9, 3.14159265])
 STATEFUL = ("un", "power", "power_noscale", "mabn", "batch")
 FAST = {"un": dict(window=2, warmup=3), "power": dict(warmup=3), "power_noscale": dict(warmup=3),
@@ -23,10 +30,16 @@ REFS = {"un": RefUnifiedNorm, "power": lambda C, **kw: RefPowerNorm(C, layer_sca
 
 @pytest.fixture(autouse=True)
 def no_step_guard():
-    """Each test starts without a step guard, as a process that built no fp16 optimizer."""
-    step_rollback.reset()
+    """Each test starts as a process that trains in fp32: no hooks, no step guard."""
+    fp16_hooks.uninstall()
     yield
-    step_rollback.reset()
+    fp16_hooks.uninstall()
+
+
+@pytest.fixture
+def fp16_run():
+    """What ``transformer_un`` does when fairseq's trainer starts a ``--fp16`` / ``--amp`` run."""
+    fp16_hooks.install()
 
 
 # ---------------------------------------------------------------- dtype conversions
@@ -183,8 +196,11 @@ def _batches(n, T=5, B=3):
 
 def _train(kind, scales, wrapper=FP16Optimizer, blow_up_at=()):
     """A float32 run through fairseq's optimizer wrapper, the loss scale set before each
-    step (``scales``); the steps in ``blow_up_at`` overflow in the backward. Returns the
-    model and the number of steps skipped."""
+    step (``scales``); the steps in ``blow_up_at`` overflow in the backward. Each step is
+    what fairseq's ``Trainer.train_step`` does: ``zero_grad``, forward, ``backward``,
+    ``multiply_grads``, ``clip_grad_norm`` (which raises OverflowError on the overflow:
+    the update is skipped), ``step``. Returns the model and the number of steps skipped."""
+    fp16_hooks.install()  # as transformer_un does for a --fp16 run
     model = _NormStack(kind)
     opt = wrapper.build_optimizer(_fairseq_cfg(), list(model.parameters()))
     skipped = 0
@@ -235,7 +251,7 @@ def test_loss_scaled_run_is_bit_identical_to_unscaled(kind, wrapper, monkeypatch
     assert any(not torch.equal(_state(naive)[n], _state(unscaled)[n]) for n in grad_state)
 
 
-def test_amp_backward_publishes_its_scale_tensor():
+def test_amp_backward_publishes_its_scale_tensor(fp16_run):
     """AMPOptimizer's scale is a device tensor: published without a sync, it keeps UN's
     gradient statistics in unscaled units. (fairseq builds a CUDA GradScaler, disabled on
     CPU; a CPU GradScaler stands in for it here.)"""
@@ -267,32 +283,99 @@ def test_skipped_update_leaves_every_norm_as_it_was(kind):
         assert with_overflow.norm1._host_steps == int(with_overflow.norm1.num_steps) == 10
 
 
-def test_rollback_restores_state_changed_in_the_failed_step():
+def _train_amp(kind, n, blow_up_at=(), halve_after=None):
+    """As ``_train`` through ``AMPOptimizer``: on an overflow fairseq's trainer still calls
+    ``step()``, and the GradScaler leaves the update out and halves its scale (``halve_after``
+    halves it after that step without an overflow: the parameters' updates depend on it).
+    fairseq builds a CUDA GradScaler, disabled on CPU; a CPU GradScaler stands in for it."""
+    fp16_hooks.install()
+    model = _NormStack(kind)
+    opt = AMPOptimizer.build_optimizer(_fairseq_cfg(), list(model.parameters()))
+    opt._grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    batches = iter(_batches(n))
+    for i in range(n + len(blow_up_at)):
+        opt.zero_grad()
+        model.blow_up = 1e38 if i in blow_up_at else 1.0  # inf in the float32 gradients
+        x, mask = next(batches) if i not in blow_up_at else (torch.randn(5, 3, 4), torch.zeros(3, 5, dtype=torch.bool))
+        opt.backward(model(x, mask).pow(2).mean())
+        opt.multiply_grads(1.0 / 15)
+        opt.clip_grad_norm(0.0)
+        opt.step()
+        if i == halve_after:
+            opt._grad_scaler.update(new_scale=opt._grad_scaler.get_scale() / 2)
+    return model, float(opt._grad_scaler.get_scale())
+
+
+@pytest.mark.parametrize("kind", STATEFUL)
+def test_amp_skipped_update_leaves_every_norm_as_it_was(kind):
+    straight, scale0 = _train_amp(kind, 8, halve_after=4)
+    with_overflow, scale = _train_amp(kind, 8, blow_up_at=(5,))
+    assert scale0 == scale == 2.0**9  # the overflow was seen and skipped
+    _assert_bit_identical(with_overflow, straight, f"{kind} after a skipped amp update")
+
+
+def test_rollback_restores_state_changed_in_the_failed_step(monkeypatch):
     """Not vacuous: without the rollback, the overflowing step's forward stays counted."""
     model, _ = _train("un", [2.0**10] * 4, blow_up_at=(2,))
     assert int(model.norm1.num_steps) == 3
-    saved = step_rollback.roll_back
-    try:
-        step_rollback.roll_back = lambda: 0
-        model, _ = _train("un", [2.0**10] * 4, blow_up_at=(2,))
-    finally:
-        step_rollback.roll_back = saved
+    monkeypatch.setattr(step_rollback, "settle", lambda norm: False)
+    model, _ = _train("un", [2.0**10] * 4, blow_up_at=(2,))
     assert int(model.norm1.num_steps) == 4
 
 
-def test_hooks_are_installed_once():
-    from un_fairseq import fp16_hooks
+@pytest.mark.parametrize("kind", ["un", "batch"])
+def test_skipped_last_update_is_settled_before_saving_and_validation(kind):
+    """The last attempt overflows: the checkpoint and an eval forward see the state of the
+    last update taken, not the skipped attempt's statistics."""
+    straight, _ = _train(kind, [2.0**10] * 3)
+    for use in ("state_dict", "eval"):
+        skipped, n = _train(kind, [2.0**10] * 4, blow_up_at=(3,))
+        assert n == 1
+        if use == "state_dict":
+            saved = skipped.state_dict()
+            assert all(torch.equal(saved[k], v) for k, v in straight.state_dict().items()), use
+        else:
+            skipped.eval()
+            x, mask = _batches(1)[0]
+            straight.eval()
+            assert torch.equal(skipped(x, mask), straight(x, mask)), use
 
+
+def test_import_changes_nothing_of_fairseq():
+    """``import un_fairseq`` (every ``--user-dir un_fairseq`` command) wraps no fairseq method;
+    only a --fp16/--amp training run does, and only the three backward methods."""
+    code = ("from fairseq.optim import amp_optimizer as a, fp16_optimizer as f\n"
+            "before = [f._FP16OptimizerMixin.backward, f._MemoryEfficientFP16OptimizerMixin.backward,"
+            " a.AMPOptimizer.backward]\n"
+            "import un_fairseq\n"
+            "after = [f._FP16OptimizerMixin.backward, f._MemoryEfficientFP16OptimizerMixin.backward,"
+            " a.AMPOptimizer.backward]\n"
+            "assert before == after\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=REPO,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_hooks_are_installed_once_and_only_for_loss_scaled_runs():
+    fp16_hooks.install_for(argparse.Namespace(fp16=False, amp=False, bf16=True))
+    assert not getattr(FP16Optimizer.backward, "_un_fairseq_wrapped", False)
+    assert not step_rollback.enabled()
+    fp16_hooks.install_for(argparse.Namespace(fp16=True))
     before = FP16Optimizer.backward
+    assert getattr(before, "_un_fairseq_wrapped", False) and step_rollback.enabled()
     fp16_hooks.install()
     assert FP16Optimizer.backward is before
-    assert getattr(AMPOptimizer.zero_grad, "_un_fairseq_wrapped", False)
+    assert getattr(AMPOptimizer.backward, "_un_fairseq_wrapped", False)
+
+
+def test_unknown_fairseq_version_is_refused():
+    with pytest.raises(RuntimeError, match=r"fairseq 0\.13\.0: .*written for fairseq 0\.12"):
+        fp16_hooks.check_version("0.13.0")
 
 
 def test_plain_fp32_training_has_no_guard():
     norm = build_norm("un", 8, **FAST["un"])
     norm(torch.randn(4, 2, 8)).sum().backward()
-    assert step_rollback._step is None and not step_rollback._saved
+    assert not step_rollback.enabled() and getattr(norm, "_rollback_pending", None) is None
     assert loss_scale.current() == 1.0
 
 

@@ -3,6 +3,8 @@ in ``tests/reference.py`` (written from docs/normalizers.md only)."""
 
 import inspect
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +15,15 @@ from reference import (
     RefUnifiedNorm, exact_rms_batch_norm,
 )
 from un_fairseq.modules import (
-    BATCH_STAT_NORM_TYPES, MABN, NORM_SPECS, NORM_TYPES, OFFLINE_NORM_TYPES, LayerNorm,
-    MaskedBatchNorm, NoNorm, PowerNorm, RMSNorm, UnifiedNorm, build_norm, norm_class, norm_type_of,
-    row_sums,
+    MABN, LayerNorm, MaskedBatchNorm, NoNorm, PowerNorm, RMSNorm, UnifiedNorm, build_norm, norm_class,
+    norm_type_of, registry, row_sums,
 )
 from un_fairseq.modules import compiled
+
+from un_fairseq.modules.spec import Option
+
+NORM_SPECS, NORM_TYPES = registry.norm_specs(), registry.norm_types()
+OFFLINE_NORM_TYPES, BATCH_STAT_NORM_TYPES = registry.offline_norm_types(), registry.batch_stat_norm_types()
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -616,8 +622,20 @@ def test_state_dict_round_trip(kind):
 
 
 # ----------------------------------------------------------- options and factory
-def test_norm_types():
-    assert tuple(NORM_TYPES) == ("un", "layer", "rms", "power", "power_noscale", "batch", "mabn", "none")
+def test_norm_types_in_table_1_order():
+    """The paper's Table 1 rows: the online norms, then the batch-statistics ones, UN last."""
+    assert NORM_TYPES == ("layer", "rms", "none", "batch", "mabn", "power", "power_noscale", "un")
+    assert [s.label for s in NORM_SPECS.values()] == ["LN", "RMSNorm", "NoNorm", "BN", "MABN", "PN", "PN*", "UN"]
+    assert registry.default_norm_type() == "un"
+    assert registry.name_of(PowerNorm, layer_scale=False) == "power_noscale"
+
+
+def test_registration_refuses_a_taken_name_or_row():
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_norm("un", label="X", row=99, doc="", offline=False)(NoNorm)
+    with pytest.raises(ValueError, match="both claim row 8"):
+        registry.register_norm("other", label="X", row=8, doc="", offline=False)(NoNorm)
+    assert registry.norm_types() == NORM_TYPES
 
 
 @pytest.mark.parametrize("name,cls,kw,check", [
@@ -656,9 +674,9 @@ def test_build_norm_unknown_name():
         assert n in msg, f"valid name {n!r} missing from: {msg}"
 
 
-#: Invalid values of each kind of option (``un_tools/norm_spec.KINDS``).
+#: Invalid values of each kind of option (``un_fairseq/modules/spec.KINDS``).
 BAD_VALUES = {"window": [0, -2, (0, 4), (4, 0)], "warmup": [-1, 2.5], "momentum": [0.0, 1.0, 1.5, -0.1],
-              "eps": [0.0, -1e-5], "groups": [0]}
+              "eps": [0.0, -1e-5], "groups": [0], "real": [float("nan"), float("inf")]}
 # generated from the registry: every option of every norm, each invalid value of its kind
 BAD_OPTIONS = [(norm_class(name), opt.name, value) for name, spec in NORM_SPECS.items()
                for opt in spec.options for value in BAD_VALUES.get(opt.kind, [])]
@@ -668,6 +686,10 @@ BAD_OPTIONS = list(dict.fromkeys(BAD_OPTIONS))  # PN and PN* share a class
 def test_bad_options_cover_every_kind():
     kinds = {opt.kind for spec in NORM_SPECS.values() for opt in spec.options}
     assert kinds - {"flag"} <= set(BAD_VALUES), f"no invalid values for {kinds - set(BAD_VALUES)}"
+    for kind, values in BAD_VALUES.items():  # every kind refuses them, used by a norm yet or not
+        for value in values:
+            with pytest.raises(ValueError, match="not allowed"):
+                Option("x", kind, None, "").check(value)
 
 
 @pytest.mark.parametrize("cls,opt,value", BAD_OPTIONS,
@@ -696,7 +718,7 @@ def test_build_norm_refuses_an_option_its_spec_lacks(name):
     assert "windw" in str(e.value)
 
 
-# ------------------------------------------------------- the registry (norm_spec.py)
+# ------------------------------------------------------- the registry (registry.py)
 @pytest.mark.parametrize("name", NORM_TYPES)
 def test_constructor_defaults_are_the_registry_defaults(name):
     """Each default is declared once, in the spec; the constructor's signature reads it."""
@@ -728,3 +750,12 @@ def test_registry_lists():
     assert set(BATCH_STAT_NORM_TYPES) == {n for n in NORM_TYPES if "sync_stats" in NORM_SPECS[n].option_names}
     for name in BATCH_STAT_NORM_TYPES:  # a batch-statistics norm is stateful in training
         assert any(b.dtype == torch.float32 for b in build_norm(name, 8).buffers()), name
+
+
+def test_every_registered_norm_has_its_section_in_the_spec():
+    """Adding a normalizer includes its section in docs/normalizers.md, headed with its label."""
+    spec = (Path(__file__).resolve().parent.parent / "docs" / "normalizers.md").read_text(encoding="utf-8")
+    headings = [line for line in spec.splitlines() if line.startswith("## ")]
+    for name, entry in NORM_SPECS.items():
+        pattern = re.compile(rf"^## (?:.*[ ,])?{re.escape(entry.label)}[:, (]")
+        assert any(pattern.match(h) for h in headings), f"no section for {name} ({entry.label}) in {headings}"

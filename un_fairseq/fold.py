@@ -17,34 +17,42 @@ Folded norms become :class:`~un_fairseq.modules.NoNorm`. The arithmetic runs in 
 and is cast back to each weight's dtype.
 
     from un_fairseq import fold
-    task, model = fold.load_model("checkpoint_best.pt", data="data-bin/...")
-    folded = fold.load_folded("checkpoint_best.pt", data="data-bin/...")  # checked, see FoldResult
+    result = fold.load_folded("checkpoint_best.pt", data="data-bin/...")  # checked, see FoldResult
+    result.model, result.reference  # folded, and as the checkpoint stored it
+
+``un-fuse`` and ``un-export`` both run :func:`load_folded`, with the same verification
+flags (:func:`add_verification_args`), defaults and errors.
 """
 
+import argparse
 import copy
+import itertools
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .checkpoint_io import load_checkpoint
 from .models.transformer_un import LAYER_NORM_NAMES
-from .modules import OFFLINE_NORM_TYPES, NoNorm, norm_type_of
-from .modules.base import PaddingAwareNorm
-from .modules.online_norms import RMSNorm
+from .modules import NoNorm, norm_type_of, registry
 
-#: the norm types whose inference map is a per-channel affine map, and 'none'
-FOLDABLE = ", ".join(OFFLINE_NORM_TYPES) + " (and 'none': nothing to fold)"
+#: the norm types whose inference map is a per-channel affine map
+OFFLINE = registry.offline_norm_types()
+#: the norm type of a folded norm (the identity)
+IDENTITY = registry.name_of(NoNorm)
+FOLDABLE = ", ".join(OFFLINE) + f" (and {IDENTITY!r}: nothing to fold)"
 
 
 # -- what a model holds --------------------------------------------------------------------
 
 def is_norm(module: nn.Module) -> bool:
     """Whether ``module`` sits in a norm position (any norm type, NoNorm included)."""
-    return isinstance(module, (PaddingAwareNorm, nn.LayerNorm, RMSNorm, NoNorm))
+    classes = tuple(c for s in registry.norm_specs().values() for c in (s.cls, *s.stands_for))
+    return isinstance(module, classes)
 
 
 def norm_kinds(model: nn.Module) -> Dict[str, int]:
@@ -53,18 +61,18 @@ def norm_kinds(model: nn.Module) -> Dict[str, int]:
 
 
 def is_foldable(model: nn.Module) -> bool:
-    """Every norm offline or 'none', and at least one offline (something to fold)."""
+    """Every norm offline or the identity, and at least one offline (something to fold)."""
     kinds = set(norm_kinds(model))
-    return kinds <= set(OFFLINE_NORM_TYPES) | {"none"} and bool(kinds - {"none"})
+    return kinds <= {*OFFLINE, IDENTITY} and bool(kinds - {IDENTITY})
 
 
 def affine_of(norm: nn.Module, path: str) -> Optional[Tuple[Tensor, Tensor]]:
     """``(a, b)`` (each ``C``) of an offline norm, None for a NoNorm; ValueError (naming
     ``path``) for an online norm."""
     kind = norm_type_of(norm)
-    if kind == "none":
+    if kind == IDENTITY:
         return None
-    if kind not in OFFLINE_NORM_TYPES:
+    if kind not in OFFLINE:
         raise ValueError(f"cannot fold {path} ({kind}): foldable norm types are {FOLDABLE}")
     return norm.inference_scale()
 
@@ -90,23 +98,25 @@ def unsupported_features(model: nn.Module) -> List[str]:
     return [name for name, present in found if present]
 
 
-def check_supported(model: nn.Module, tool: str) -> None:
+def check_supported(model: nn.Module) -> None:
     """ValueError unless ``model`` is a ``transformer_un`` without :func:`unsupported_features`."""
     from .models.transformer_un import TransformerUNModel
 
     if not isinstance(model, TransformerUNModel):
-        raise ValueError(f"{tool} takes transformer_un models only, not {type(model).__name__}")
+        arch = getattr(getattr(model, "args", None), "arch", None) or type(model).__name__
+        raise ValueError(f"not a transformer_un model: its arch is {arch!r}; un-fuse and un-export take "
+                         f"transformer_un models only")
     problems = unsupported_features(model)
     if problems:
-        raise ValueError(f"{tool} does not support " + ", ".join(problems))
+        raise ValueError("un-fuse and un-export do not support " + ", ".join(problems))
 
 
 def check_foldable(model: nn.Module) -> None:
     """Raise ValueError unless ``model`` is a supported ``transformer_un`` whose norms are all
-    offline or 'none', naming every offending layer and its norm type."""
-    check_supported(model, "un-fuse")
+    offline or the identity, naming every offending layer and its norm type."""
+    check_supported(model)
     online = [f"{name} ({norm_type_of(m)})" for name, m in model.named_modules()
-              if is_norm(m) and norm_type_of(m) not in OFFLINE_NORM_TYPES + ("none",)]
+              if is_norm(m) and norm_type_of(m) not in (*OFFLINE, IDENTITY)]
     if online:
         raise ValueError(
             "cannot fuse: online norm(s) whose inference output depends on each token: "
@@ -198,10 +208,10 @@ def _fold_norm(owner: nn.Module, name: str, path: str, linears: List[nn.Linear],
 
 
 def encoder_output_affine(model: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
-    """The final encoder norm's ``(a, b)`` (None when it is absent or 'none'): a folded
+    """The final encoder norm's ``(a, b)`` (None when it is absent or the identity): a folded
     encoder returns its output before that norm, which now lives in the cross-attention."""
     norm = model.encoder.layer_norm
-    if norm is None or norm_type_of(norm) == "none":
+    if norm is None or norm_type_of(norm) == IDENTITY:
         return None
     return affine_of(norm, "encoder.layer_norm")
 
@@ -211,13 +221,12 @@ def encoder_output_affine(model: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
 def build_from_state(state: Dict, data: Optional[str] = None):
     """``(task, model)`` built by fairseq from a checkpoint's stored cfg, weights loaded,
     in eval mode. ``data`` replaces the stored data folder (the task reads its
-    dictionaries there). ValueError for anything that is not a ``transformer_un``."""
+    dictionaries there). ValueError for anything that is not a supported ``transformer_un``
+    (:func:`check_supported`)."""
     from fairseq import tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf, overwrite_args_by_name
     from fairseq.models import ARCH_MODEL_REGISTRY
     from omegaconf import OmegaConf
-
-    from .models.transformer_un import TransformerUNModel
 
     if state.get("cfg") is not None:
         cfg = OmegaConf.create(copy.deepcopy(state["cfg"]), flags={"allow_objects": True})
@@ -226,9 +235,9 @@ def build_from_state(state: Dict, data: Optional[str] = None):
     else:
         raise ValueError("the checkpoint stores neither 'cfg' nor 'args': cannot rebuild its model")
     arch = getattr(cfg.model, "arch", None) or getattr(cfg.model, "_name", None)
-    if ARCH_MODEL_REGISTRY.get(arch) is not TransformerUNModel:
-        raise ValueError(f"not a transformer_un checkpoint: its arch is {arch!r}; un-fuse and un-export "
-                         f"take transformer_un models only")
+    if arch not in ARCH_MODEL_REGISTRY:
+        raise ValueError(f"the checkpoint's arch {arch!r} is not a fairseq model known here: "
+                         f"un-fuse and un-export take transformer_un models only")
     if data is not None:
         overwrite_args_by_name(cfg, {"data": str(data)})
     if not Path(str(cfg.task.data).split(":")[0]).is_dir():
@@ -246,18 +255,8 @@ def build_from_state(state: Dict, data: Optional[str] = None):
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"the checkpoint's weights do not fit its model: {first}") from None
+    check_supported(model)
     return task, model.eval()
-
-
-def fold_state(state: Dict, data: Optional[str] = None) -> Dict:
-    """A checkpoint's state -> the folded checkpoint's state (``state`` is not changed)."""
-    _, model = build_from_state(state, data)
-    return folded_state(state, fold_model(model))
-
-
-def load_model(path, data: Optional[str] = None):
-    """``(task, model)`` of a checkpoint file (safe loader), in eval mode, unfolded."""
-    return build_from_state(load_checkpoint(path), data)
 
 
 def _model_cfg_set(model_cfg, **values) -> None:
@@ -270,12 +269,12 @@ def _model_cfg_set(model_cfg, **values) -> None:
 
 def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) -> Dict:
     """A copy of ``state`` holding the folded ``model`` and the cfg/args that rebuild it:
-    every norm type 'none' and ``fused_output_projection`` (``output_projection``: False for a
+    every norm type the identity and ``fused_output_projection`` (``output_projection``: False for a
     model whose final norms were dropped rather than folded). The optimizer state is dropped
     (it refers to the unfolded parameters)."""
     new = dict(state)
     new["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    fused = dict(norm_type="none", encoder_norm_type=None, decoder_norm_type=None,
+    fused = dict(norm_type=IDENTITY, encoder_norm_type=None, decoder_norm_type=None,
                  fused_output_projection=output_projection)
     if state.get("cfg") is not None:
         new["cfg"] = copy.deepcopy(state["cfg"])
@@ -287,28 +286,64 @@ def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) 
     return new
 
 
-# -- verification -----------------------------------------------------------------------
+# -- verification ---------------------------------------------------------------------
 
-def verification_batches(task, model, subset: Optional[str], count: int, seed: int) -> Iterable[Dict]:
-    """Up to ``count`` real batches of ``subset``, or random-token batches (``8 x 12``
-    sources, ``8 x 10`` targets) when ``subset`` is None."""
-    if subset is None:
-        gen = torch.Generator().manual_seed(seed)
-        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-        for _ in range(count):
-            src = torch.randint(src_dict.nspecial, len(src_dict), (8, 12), generator=gen)
-            prev = torch.randint(tgt_dict.nspecial, len(tgt_dict), (8, 10), generator=gen)
-            src[:, -1], prev[:, 0] = src_dict.eos(), tgt_dict.eos()
-            yield {"net_input": {"src_tokens": src, "src_lengths": torch.full((8,), 12),
-                                 "prev_output_tokens": prev}}
-        return
-    task.load_dataset(subset)
-    itr = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=4000,
-                                  max_positions=model.max_positions(), seed=seed)
-    for i, batch in enumerate(itr.next_epoch_itr(shuffle=False)):
-        if i >= count:
-            break
-        yield batch
+#: what the fold is checked on when nothing else is asked for (un-fuse and un-export alike); the
+#: split is :func:`un_fairseq.task_setup.find_split`'s: the first binarized one in --data
+VERIFY_BATCHES, VERIFY_TOLERANCE, VERIFY_SEED = 8, 1e-4, 1
+
+
+def add_verification_args(parser) -> None:
+    """The verification flags of ``un-fuse`` and ``un-export`` (argparse)."""
+    from .task_setup import SPLITS
+
+    parser.add_argument("--gen-subset", default=None, metavar="SPLIT",
+                        help="binarized split of --data whose batches the fold is checked on (default: the "
+                             f"first of {', '.join(SPLITS)} there, else random tokens over the dictionaries)")
+    parser.add_argument("--verify-batches", type=int, default=VERIFY_BATCHES, metavar="N",
+                        help=f"batches of the fold check (default: {VERIFY_BATCHES})")
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the unfolded and folded models in eval mode and fail (writing "
+                             "nothing) if encoder outputs or decoder log-probabilities differ by "
+                             "more than --tolerance (default: on; --no-verify reports the differences "
+                             "without failing)")
+    parser.add_argument("--tolerance", type=float, default=VERIFY_TOLERANCE, metavar="TOL",
+                        help="allowed |unfolded - folded| per value, relative and absolute: "
+                             f"TOL * (1 + |unfolded|) (default: {VERIFY_TOLERANCE:g}, for float32)")
+    parser.add_argument("--seed", type=int, default=VERIFY_SEED, help="seed of the random verification tokens")
+
+
+def verification(args, split: Optional[str]) -> Dict:
+    """:func:`load_folded`'s keyword arguments from the flags of :func:`add_verification_args`
+    and the ``split`` found in the data folder (None: random tokens)."""
+    return dict(subset=split, count=args.verify_batches, seed=args.seed,
+                tolerance=args.tolerance if args.verify else float("inf"))
+
+
+def verification_batches(task, model, subset: Optional[str], count: int, seed: int) -> Tuple[Iterable[Dict], str]:
+    """Up to ``count`` real batches of ``subset`` when the task's data has it, else random-token
+    batches (``8 x 12`` sources, ``8 x 10`` targets); and which of the two, in words."""
+    if subset is not None:
+        try:
+            task.load_dataset(subset)
+        except FileNotFoundError:
+            pass
+        else:
+            itr = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=4000,
+                                          max_positions=model.max_positions(), seed=seed)
+            return itertools.islice(itr.next_epoch_itr(shuffle=False), count), f"{count} batches of {subset}"
+    return _random_batches(task, count, seed), f"{count} random-token batches"
+
+
+def _random_batches(task, count: int, seed: int) -> Iterator[Dict]:
+    gen = torch.Generator().manual_seed(seed)
+    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+    for _ in range(count):
+        src = torch.randint(src_dict.nspecial, len(src_dict), (8, 12), generator=gen)
+        prev = torch.randint(tgt_dict.nspecial, len(tgt_dict), (8, 10), generator=gen)
+        src[:, -1], prev[:, 0] = src_dict.eos(), tgt_dict.eos()
+        yield {"net_input": {"src_tokens": src, "src_lengths": torch.full((8,), 12),
+                             "prev_output_tokens": prev}}
 
 
 @torch.no_grad()
@@ -350,7 +385,8 @@ class FoldResult:
     ``model``: folded when ``folded`` (else the model as stored, for online norms);
     ``reference``: the model as the checkpoint stored it (the reference of every check);
     ``norm_types``: ``{norm type: count}`` before folding; ``check``: the largest
-    differences of the fold check (``encoder_out``, ``decoder_log_probs``) when folded.
+    differences of the fold check (``encoder_out``, ``decoder_log_probs``) when folded;
+    ``verified_on``: what the check ran on, in words.
     """
 
     task: object
@@ -359,21 +395,27 @@ class FoldResult:
     folded: bool
     norm_types: Dict[str, int]
     check: Dict[str, float] = field(default_factory=dict)
+    verified_on: str = ""
 
 
-def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Iterable[Dict]] = None,
-                 count: int = 4, seed: int = 1, keep_scale: bool = False) -> FoldResult:
+def fold_checked(task, model: nn.Module, tolerance: float = VERIFY_TOLERANCE, subset: Optional[str] = None,
+                 count: int = VERIFY_BATCHES, seed: int = VERIFY_SEED, keep_scale: bool = False,
+                 require_fold: bool = False) -> FoldResult:
     """Fold ``model`` (kept as the reference; a copy is folded) when :func:`is_foldable`,
-    compare on ``batches`` (default: ``count`` random batches) and raise ValueError when a
-    value changes by more than ``tolerance * (1 + |value|)``. A model with an online norm is
-    returned unfolded (``folded`` False). ``keep_scale``: see :func:`fold_model`."""
+    compare on :func:`verification_batches` and raise ValueError when a value changes by
+    more than ``tolerance * (1 + |value|)``. A model with an online norm is returned
+    unfolded (``folded`` False), unless ``require_fold``: then it is an error naming the
+    online norms (:func:`check_foldable`; ``un-fuse``), and a model whose norms are all the
+    identity is "folded" too (its output projection untied). ``keep_scale``: see
+    :func:`fold_model`."""
     kinds = norm_kinds(model)
-    if not is_foldable(model):
+    if require_fold:
+        check_foldable(model)
+    elif not is_foldable(model):
         return FoldResult(task, model.eval(), model.eval(), False, kinds)
     reference = model.eval()
     folded = fold_model(copy.deepcopy(model), keep_scale)
-    if batches is None:
-        batches = verification_batches(task, folded, None, count, seed)
+    batches, where = verification_batches(task, folded, subset, count, seed)
     enc_affine = encoder_output_affine(reference)
     if keep_scale and enc_affine is not None:  # the folded encoder's output is a * x
         enc_affine = (torch.ones_like(enc_affine[0]), enc_affine[1])
@@ -381,20 +423,31 @@ def fold_checked(task, model: nn.Module, tolerance: float, batches: Optional[Ite
     check = {"encoder_out": worst_enc, "decoder_log_probs": worst_dec}
     if bad:
         raise ValueError(f"folding changed {bad} values by more than the tolerance {tolerance:g} "
-                         f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g}); nothing written")
-    return FoldResult(task, folded.eval(), reference, True, kinds, check)
+                         f"(largest: encoder {worst_enc:.3g}, decoder {worst_dec:.3g}; on {where}); nothing written")
+    return FoldResult(task, folded.eval(), reference, True, kinds, check, where)
 
 
-def load_folded(path_or_state, data: Optional[str] = None, tolerance: float = 1e-4, count: int = 4,
-                seed: int = 1, keep_scale: bool = False, split: Optional[str] = None) -> FoldResult:
+#: what a command of the fold pipeline reports as a failure (after which it wrote nothing)
+FAILURES = (KeyboardInterrupt, ValueError, FileNotFoundError)
+
+
+def failed(prog: str, err: BaseException) -> int:
+    """The one-line message on stderr and the exit status of ``un-fuse`` / ``un-export``
+    after ``err`` (one of :data:`FAILURES`): 130 for Ctrl-C, else 2."""
+    if isinstance(err, KeyboardInterrupt):
+        print(f"{prog}: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def load_folded(path_or_state, data: Optional[str] = None, tolerance: float = VERIFY_TOLERANCE,
+                subset: Optional[str] = None, count: int = VERIFY_BATCHES, seed: int = VERIFY_SEED,
+                keep_scale: bool = False, require_fold: bool = False) -> FoldResult:
     """A checkpoint (a path or its loaded state) -> :class:`FoldResult`: rebuilt by fairseq,
     checked for unsupported features, folded when every norm is offline and checked against
-    the unfolded model on ``count`` batches of the binarized ``split`` of the data folder, or
-    random ones when None (``keep_scale``: see :func:`fold_model`)."""
+    the unfolded model (:func:`fold_checked`). ``require_fold``: an online norm is an error
+    naming it (``un-fuse``) rather than a model exported as it is (``un-export``)."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
     task, model = build_from_state(state, data)
-    problems = unsupported_features(model)
-    if problems:
-        raise ValueError("un-fuse and un-export do not support " + ", ".join(problems))
-    batches = verification_batches(task, model, split, count, seed) if split else None
-    return fold_checked(task, model, tolerance, batches, count=count, seed=seed, keep_scale=keep_scale)
+    return fold_checked(task, model, tolerance, subset, count, seed, keep_scale, require_fold)

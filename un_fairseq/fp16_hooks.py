@@ -1,34 +1,33 @@
-"""What the norms need from fairseq's mixed-precision optimizer wrappers, wired in when the
-plugin is imported (any ``--user-dir un_fairseq`` command).
+"""The one place where the plugin touches fairseq code: the loss scale of ``--fp16`` /
+``--amp`` training, which the norms need during the backward pass.
 
-fairseq's trainer builds ``FP16Optimizer`` / ``MemoryEfficientFP16Optimizer`` (``--fp16``)
-or ``AMPOptimizer`` (``--amp``) itself, so the plugin cannot hand it a subclass. Instead it
-wraps three methods of those classes, each narrowly and without changing what they do:
+Under dynamic loss scaling the gradient that reaches a norm is multiplied by the optimizer
+wrapper's current scale ``S`` (``modules/loss_scale.py`` says why UN, PowerNorm and MABN
+need it). fairseq's trainer builds ``FP16Optimizer`` / ``MemoryEfficientFP16Optimizer``
+(``--fp16``) or ``AMPOptimizer`` (``--amp``) itself and hands the model neither the wrapper
+nor its scale, so :func:`install` wraps the ``backward(loss)`` of those classes: the wrapped
+method runs inside :func:`~un_fairseq.modules.loss_scale.scaled_backward`, which publishes
+``S`` (the ``DynamicLossScaler``'s float; amp's scale tensor, read without a device sync)
+while autograd runs. It receives, returns and raises exactly what it did.
 
-- ``backward(loss)`` runs inside :func:`un_fairseq.modules.loss_scale.scaled_backward`,
-  which publishes the wrapper's current loss scale ``S`` (the ``DynamicLossScaler``'s float;
-  amp's scale tensor, read without a device sync) while autograd runs, so that UN, PowerNorm
-  and MABN keep their gradient statistics in unscaled units;
-- ``zero_grad()`` (called by the trainer at the start of every update and after a skipped
-  one) starts a new step for :mod:`un_fairseq.modules.step_rollback`, so the norms save
-  their state at their first training forward of the step;
-- the overflow check (``DynamicLossScaler.check_overflow`` raising ``OverflowError`` /
-  ``FloatingPointError``; a non-finite norm from ``AMPOptimizer.clip_grad_norm``) rolls the
-  norms back to that saved state, so a skipped update leaves them as they were.
-
-Why this is safe: the wrapped methods are called exactly as before with the same
-arguments, and return or raise what they did; the only state touched is the plugin's own
-(two module globals and the norms' buffers). Without ``--fp16`` / ``--amp`` none of these
-classes is built and nothing changes. Applying the wrappers twice is a no-op.
+Nothing is wrapped at ``import un_fairseq``: ``transformer_un`` calls :func:`install_for`
+when fairseq's trainer first hands it the update number, and only for a run that trains
+with ``--fp16``, ``--memory-efficient-fp16`` or ``--amp``; that call also switches on the
+rollback of skipped updates (``modules/step_rollback.py``, which wraps nothing).
+Written for fairseq :data:`FAIRSEQ_VERSIONS` (what ``setup.py`` pins); with another version
+the run stops at start-up with a message saying so, since these are private classes.
 """
 
 import functools
 from typing import Callable
 
-import torch
-from fairseq.optim import amp_optimizer, dynamic_loss_scaler, fp16_optimizer
+import fairseq
+from fairseq.optim import amp_optimizer, fp16_optimizer
 
 from .modules import loss_scale, step_rollback
+
+#: The fairseq releases whose optimizer wrappers this module was written and tested for.
+FAIRSEQ_VERSIONS = ("0.12.2", "0.12.3")
 
 _MARK = "_un_fairseq_wrapped"
 
@@ -52,50 +51,49 @@ def _publishing_scale(backward: Callable, scale_of: Callable) -> Callable:
     return wrapped
 
 
-def _starting_step(zero_grad: Callable) -> Callable:
-    @functools.wraps(zero_grad)
-    def wrapped(self, *args, **kwargs):
-        step_rollback.begin_step()
-        return zero_grad(self, *args, **kwargs)
-    return wrapped
+_TARGETS = (
+    (fp16_optimizer._FP16OptimizerMixin, _fp16_scale),
+    (fp16_optimizer._MemoryEfficientFP16OptimizerMixin, _fp16_scale),
+    (amp_optimizer.AMPOptimizer, _amp_scale),
+)
 
 
-def _rolling_back_on_overflow(check_overflow: Callable) -> Callable:
-    @functools.wraps(check_overflow)
-    def wrapped(self, grad_norm):
-        try:
-            return check_overflow(self, grad_norm)
-        except (OverflowError, FloatingPointError):
-            step_rollback.roll_back()
-            raise
-    return wrapped
-
-
-def _rolling_back_on_nonfinite_norm(clip_grad_norm: Callable) -> Callable:
-    @functools.wraps(clip_grad_norm)
-    def wrapped(self, *args, **kwargs):
-        grad_norm = clip_grad_norm(self, *args, **kwargs)
-        if not torch.isfinite(grad_norm).all():  # the same test (and sync) as the wrapped method
-            step_rollback.roll_back()
-        return grad_norm
-    return wrapped
-
-
-def _wrap(cls: type, name: str, wrapper: Callable, *args) -> None:
-    """Replace ``cls.name`` (its own or the inherited one) on ``cls`` only."""
-    method = next(c.__dict__[name] for c in cls.__mro__ if name in c.__dict__)
-    if not getattr(method, _MARK, False):
-        wrapped = wrapper(method, *args)
-        setattr(wrapped, _MARK, True)
-        setattr(cls, name, wrapped)
+def check_version(version: str = fairseq.__version__) -> None:
+    if version not in FAIRSEQ_VERSIONS:
+        raise RuntimeError(
+            f"fairseq {version}: un_fairseq's --fp16/--amp support was written for fairseq "
+            f"{' or '.join(FAIRSEQ_VERSIONS)} (it wraps their optimizers' backward); train in fp32 "
+            "or install the pinned version"
+        )
 
 
 def install() -> None:
-    """Wrap the methods described above (idempotent)."""
-    for cls in (fp16_optimizer._FP16OptimizerMixin, fp16_optimizer._MemoryEfficientFP16OptimizerMixin):
-        _wrap(cls, "backward", _publishing_scale, _fp16_scale)
-        _wrap(cls, "zero_grad", _starting_step)
-    _wrap(dynamic_loss_scaler.DynamicLossScaler, "check_overflow", _rolling_back_on_overflow)
-    _wrap(amp_optimizer.AMPOptimizer, "backward", _publishing_scale, _amp_scale)
-    _wrap(amp_optimizer.AMPOptimizer, "zero_grad", _starting_step)  # inherited: wrapped here only
-    _wrap(amp_optimizer.AMPOptimizer, "clip_grad_norm", _rolling_back_on_nonfinite_norm)
+    """Wrap the three ``backward`` methods (idempotent) and switch on the rollback."""
+    check_version()
+    for cls, scale_of in _TARGETS:
+        backward = cls.__dict__["backward"]
+        if not getattr(backward, _MARK, False):
+            wrapped = _publishing_scale(backward, scale_of)
+            setattr(wrapped, _MARK, True)
+            cls.backward = wrapped
+    step_rollback.enable()
+
+
+def uninstall() -> None:
+    """Undo :func:`install` (tests; a training process keeps the wrappers to its end)."""
+    for cls, _ in _TARGETS:
+        backward = cls.__dict__["backward"]
+        if getattr(backward, _MARK, False):
+            cls.backward = backward.__wrapped__
+    step_rollback.reset()
+
+
+def trains_loss_scaled(args) -> bool:
+    """Does the run of ``args`` train with a loss-scaling optimizer wrapper?"""
+    return any(getattr(args, name, False) for name in ("fp16", "memory_efficient_fp16", "amp"))
+
+
+def install_for(args) -> None:
+    """:func:`install` if the run of ``args`` trains with ``--fp16`` or ``--amp``."""
+    if trains_loss_scaled(args):
+        install()

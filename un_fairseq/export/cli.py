@@ -1,8 +1,9 @@
 """un-export: a ``transformer_un`` checkpoint -> ONNX graphs that ONNX Runtime (or any ONNX
 toolchain) runs without fairseq.
 
-Offline norms (UN, PN*, BN, MABN) are folded first (``un_fairseq.fuse``, checked against
-the unfolded model), so their graphs contain no normalisation op; online norms (LayerNorm,
+Offline norms (UN, PN*, BN, MABN) are folded first (``un_fairseq.fold.load_folded``, as
+``un-fuse`` folds, checked against the unfolded model), so their graphs contain no
+normalisation op; online norms (LayerNorm,
 RMSNorm, PowerNorm) are exported as they are. OUTDIR receives:
 
   encoder.onnx       src_tokens, src_lengths -> encoder_out, encoder_padding_mask, and every
@@ -30,18 +31,19 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from un_tools.atomic import atomic_dir
+from un_atomic import atomic_dir
 from un_translate import manifest as layout
 from un_translate.manifest import DEFAULT_MAX_BEAM, INSTALL_EXTRA
 
-#: ``--int8`` schemes: ONNX Runtime's dynamic quantisation of every weight matmul (int8
-#: weights per output channel, uint8 activations per tensor, computed at run time);
-#: ``folded`` (the default) quantises the folded weights, ``scaled`` first keeps a folded
-#: norm's scale as a per-channel multiply before the matmuls (``fold.fold_model(keep_scale=True)``);
-#: measured on test2016 in docs/export.md
-INT8_SCHEMES = ("folded", "scaled")
-from .. import task_setup
+from .. import fold, task_setup
 from ..checkpoint_io import load_checkpoint
+
+#: ``--int8`` schemes: every weight matmul as an integer product (:mod:`.int8`: 7-bit weights
+#: per output channel, uint8 activations per row, scaled at run time); ``folded`` (the
+#: default) quantises the folded weights, ``scaled`` first keeps a folded norm's scale as a
+#: per-channel multiply before the matmuls (``fold.fold_model(keep_scale=True)``); measured on
+#: test2016 in docs/export.md
+INT8_SCHEMES = ("folded", "scaled")
 
 #: what ``un-export`` imports from the ``export`` extra (onnxscript: torch's dynamo exporter)
 EXTRA_MODULES = ("onnx", "onnxscript", "onnxruntime")
@@ -75,18 +77,11 @@ def parser() -> argparse.ArgumentParser:
                    help="the largest beam the graphs serve: each decoder step returns 2 x N candidates "
                         "per hypothesis (default: %(default)s)")
     p.add_argument("--int8", nargs="?", const="folded", default=None, choices=INT8_SCHEMES, metavar="SCHEME",
-                   help="quantise the weight matmuls to int8 (ONNX Runtime dynamic quantisation, weights per "
-                        "output channel): 'folded' (a bare --int8) quantises the folded weights, 'scaled' keeps "
-                        "a folded norm's per-channel scale as a multiply before the matmuls; see docs/export.md. "
+                   help="quantise the weight matmuls to int8 (7-bit weights per output channel, activations "
+                        "per row: the same translations at any batch size): 'folded' (a bare --int8) quantises the "
+                        "folded weights, 'scaled' keeps a folded norm's per-channel scale as a multiply before the matmuls; see docs/export.md. "
                         "The fp32 graphs are verified first")
-    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                   help="compare the folded model with the unfolded one, and ONNX Runtime with the "
-                        "checkpoint's model, on random tokens; fail (writing nothing) beyond "
-                        "--tolerance (default: on)")
-    p.add_argument("--verify-batches", type=int, default=4, metavar="N",
-                   help="random batches of the fold check (default: 4)")
-    p.add_argument("--tolerance", type=float, default=1e-4, metavar="TOL",
-                   help="allowed difference per value: TOL * (1 + |value|) (default: 1e-4, float32)")
+    fold.add_verification_args(p)  # as un-fuse; --verify also compares ONNX Runtime with the checkpoint
     return p
 
 
@@ -132,11 +127,10 @@ def main(argv=None) -> int:
         if args.spm is not None and not Path(args.spm).is_file():
             raise FileNotFoundError(f"--spm {args.spm}: no such file")
         state, setup = task_setup.prepare(load_checkpoint(checkpoint), args.data, args.source_lang,
-                                          args.target_lang)
+                                          args.target_lang, args.gen_subset)
         print(setup.pair_line())
-        tolerance = args.tolerance if args.verify else float("inf")
-        task, model, reference, report = exporter.prepare(state, None, args.verify_batches, tolerance,
-                                                          keep_scale=args.int8 == "scaled", split=setup.split)
+        task, model, reference, report = exporter.prepare(state, None, keep_scale=args.int8 == "scaled",
+                                                          **fold.verification(args, setup.split))
         with atomic_dir(outdir) as tmp:
             spm = sentencepiece_model.store(Path(args.spm), tmp, task) if args.spm else None
             exporter.export_graphs(model, tmp, args.opset, args.max_beam)
@@ -152,12 +146,8 @@ def main(argv=None) -> int:
                     tmp, task, reference, float("inf"))
             manifest = exporter.write_manifest(tmp, checkpoint, model, report, dictionaries, counts, worst,
                                               args.max_beam, spm)
-    except KeyboardInterrupt:
-        print("un-export: interrupted; nothing written", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError) as err:
-        print(f"un-export: error: {err}", file=sys.stderr)
-        return 2
+    except fold.FAILURES as err:
+        return fold.failed("un-export", err)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(report["norm_types"].items()))
     print(f"norms: {kinds}; " + ("folded (largest change: encoder {encoder_out:.3g}, decoder log-probs "
                                  "{decoder_log_probs:.3g})".format(**report["fold_check"])

@@ -31,17 +31,16 @@ INLINE_WEIGHTS_LIMIT = 1 << 30
 DEFAULT_MAX_BEAM = layout.DEFAULT_MAX_BEAM
 
 
-def prepare(state: Dict, data: Optional[str], verify_batches: int, tolerance: float, seed: int = 1,
-            keep_scale: bool = False, split: Optional[str] = None):
-    """Rebuild the checkpoint's model and fold it when every norm is offline (or none), with
-    :func:`un_fairseq.fold.load_folded` (checked on the binarized ``split``, else random tokens).
+def prepare(state: Dict, data: Optional[str], keep_scale: bool = False, **verification):
+    """Rebuild the checkpoint's model and fold it when every norm is offline (or the
+    identity), with :func:`un_fairseq.fold.load_folded` (``verification``: its keyword
+    arguments, as ``un-fuse`` passes them).
 
     Returns ``(task, model, reference, report)``: the model to export, the model as the
     checkpoint stored it (the reference of every check) and what was done. Raises
-    ValueError when the fold changes the outputs by more than ``tolerance``.
+    ValueError when the fold changes the outputs by more than the tolerance.
     """
-    result = fold.load_folded(state, data, tolerance, count=verify_batches, seed=seed, keep_scale=keep_scale,
-                              split=split)
+    result = fold.load_folded(state, data, keep_scale=keep_scale, **verification)
     report = {"norm_types": result.norm_types, "folded": result.folded, "scale_kept": keep_scale and result.folded}
     if result.folded:
         report["fold_check"] = result.check

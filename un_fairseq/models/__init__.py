@@ -1,6 +1,3 @@
-"""fairseq models of the plugin (registered on import), and a ``--help`` that shows their flags."""
+"""fairseq models of the plugin (registered on import)."""
 
-from . import full_help
 from .transformer_un import TransformerUNModel  # noqa: F401
-
-full_help.install()

@@ -1,6 +1,7 @@
 """Command-line flags that choose and configure the normalizers of ``transformer_un``,
-generated from the norm registry (``un_tools/norm_spec.py``): one flag per option that
-declares one, with the option's default, help and check.
+generated from the norm registry (``un_fairseq/modules/registry.py``: the declarations on
+the normalizer classes): one flag per option that declares one, with the option's default,
+help and check.
 
 Each flag is validated when it is parsed, so a bad value stops ``fairseq-train`` at start-up
 with a message naming the flag, the value and what is allowed.
@@ -11,9 +12,11 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
-from un_tools.norm_spec import DEFAULT_NORM_TYPE, KINDS, NORM_SPECS, NORM_TYPES, Option, flag_options
+from ..modules import registry, row_sums
+from ..modules.registry import build_norm, flag_options
+from ..modules.spec import KINDS, Option
 
-from ..modules import build_norm, row_sums
+DEFAULT_NORM_TYPE = registry.default_norm_type()
 
 #: Flags of the model that are not a norm's option: dest -> default.
 MODEL_FLAG_DEFAULTS = dict(norm_type=DEFAULT_NORM_TYPE, encoder_norm_type=None,
@@ -26,7 +29,6 @@ NORM_DEFAULTS: Dict[str, Any] = {
     **MODEL_FLAG_DEFAULTS,
 }
 
-_LABELS = {name: spec.label for name, spec in NORM_SPECS.items()}
 
 
 def _argtype(opt: Option) -> Callable:
@@ -49,7 +51,8 @@ def _argtype(opt: Option) -> Callable:
 
 
 def _help(opt: Option, norms) -> str:
-    who = ", ".join(_LABELS[n] for n in norms)
+    specs = registry.norm_specs()
+    who = ", ".join(specs[n].label for n in norms)
     if opt.kind == "flag":
         return f"{who}: {opt.help}"
     if opt.fallback is not None:
@@ -65,12 +68,13 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
     g = parser
     if not isinstance(parser, argparse._ArgumentGroup):
         g = parser.add_argument_group("normalization (un_fairseq)")
-    names = "{" + ",".join(NORM_TYPES) + "}"
-    g.add_argument("--norm-type", choices=NORM_TYPES, metavar=names,
-                   help=f"normalizer in every pre-norm position (default: {DEFAULT_NORM_TYPE}). "
-                        "'power_noscale' is the paper's PN* (PowerNorm without its layer-scale)")
+    specs = registry.norm_specs()
+    names = tuple(specs)
+    g.add_argument("--norm-type", choices=names, metavar="{" + ",".join(names) + "}",
+                   help=f"normalizer in every pre-norm position (default: {DEFAULT_NORM_TYPE}): "
+                        + "; ".join(f"{n}: {s.doc}" for n, s in specs.items()))
     for side in ("encoder", "decoder"):
-        g.add_argument(f"--{side}-norm-type", choices=NORM_TYPES, metavar="NAME",
+        g.add_argument(f"--{side}-norm-type", choices=names, metavar="NAME",
                        help=f"override --norm-type for the {side} (its layers and final norm)")
     for opt, norms in flag_options().values():
         if opt.kind == "flag":
@@ -91,7 +95,7 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
 
 def _compiled_devices() -> str:
     return ", ".join(f"{d} from {n} elements" for d, n in row_sums.COMPILED_BY_DEFAULT.items()
-                     if n is not None) or "none"
+                     if n is not None) or "no device"
 
 
 def set_norm_defaults(args) -> None:
@@ -122,7 +126,7 @@ def norm_options(cfg, name: str, num_heads: int) -> Dict[str, Any]:
     """Constructor options of norm ``name`` from the parsed flags (options without a flag
     keep their constructor default)."""
     model = {"attention_heads": num_heads}
-    return {opt.name: option_value(cfg, opt, model) for opt in NORM_SPECS[name].options
+    return {opt.name: option_value(cfg, opt, model) for opt in registry.spec_of(name).options
             if opt.flag is not None or opt.from_model is not None}
 
 
@@ -142,8 +146,8 @@ def validate_norm_args(args) -> None:
 
 
 def main() -> int:
-    """Print the normalization flags with their help (``fairseq-train --user-dir un_fairseq
-    --arch transformer_un --help`` shows them too, with every other flag)."""
+    """Print the normalization flags with their help (fairseq's ``--help`` prints before it
+    adds any model flag, so this is where they are listed)."""
     parser = argparse.ArgumentParser(
         prog="fairseq-train --user-dir un_fairseq --arch transformer_un",
         description="The normalization flags of the transformer_un architectures (shown by "

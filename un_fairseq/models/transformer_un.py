@@ -24,6 +24,7 @@ from fairseq.models.transformer import (
     transformer_wmt_en_de_big,
 )
 
+from .. import fp16_hooks
 from ..modules import padding_context
 from .norm_args import add_norm_args, make_norm_factory, set_norm_defaults, validate_norm_args
 
@@ -114,6 +115,13 @@ class TransformerUNModel(TransformerModel):
                 "transformer_un without it"
             )
         return super().build_model(args, task)
+
+    def set_num_updates(self, num_updates):
+        """fairseq's trainer calls this before every training forward (and nothing else
+        does): a run that trains with ``--fp16`` / ``--amp`` connects the norms to the
+        optimizer's loss scale here (``fp16_hooks.py``)."""
+        fp16_hooks.install_for(self.args)
+        super().set_num_updates(num_updates)
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):

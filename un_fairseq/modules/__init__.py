@@ -1,7 +1,5 @@
 """The normalizers of the paper's Table 1, all called as ``norm(x, padding_mask=None)``;
-their names and options: ``un_tools/norm_spec.py``."""
-
-from un_tools.norm_spec import BATCH_STAT_NORM_TYPES, NORM_SPECS, NORM_TYPES, OFFLINE_NORM_TYPES
+each declares its name and options on its class (``@register_norm``, ``registry.py``)."""
 
 from .base import PaddingAwareNorm, padding_context
 from .batch_norm import MaskedBatchNorm
@@ -13,7 +11,6 @@ from .registry import build_norm, norm_class, norm_type_of
 from .unified_norm import UnifiedNorm
 
 __all__ = [
-    "BATCH_STAT_NORM_TYPES", "BatchStatNorm", "LayerNorm", "MABN", "MaskedBatchNorm", "NORM_SPECS",
-    "NORM_TYPES", "NoNorm", "OFFLINE_NORM_TYPES", "PaddingAwareNorm", "PowerNorm", "RMSNorm",
-    "UnifiedNorm", "build_norm", "group_scaling", "norm_class", "norm_type_of", "padding_context",
+    "BatchStatNorm", "LayerNorm", "MABN", "MaskedBatchNorm", "NoNorm", "PaddingAwareNorm", "PowerNorm",
+    "RMSNorm", "UnifiedNorm", "build_norm", "group_scaling", "norm_class", "norm_type_of", "padding_context",
 ]

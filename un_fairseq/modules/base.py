@@ -12,21 +12,21 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from un_tools.norm_spec import NORM_SPECS
-
-from . import step_rollback
+from . import registry, step_rollback
 
 
 class SpecOptions:
-    """Mixin: the options a norm was built with, named as in its spec (``norm_spec.py``)."""
+    """Mixin: the options a norm was built with, named as in its registration."""
 
-    #: the ``--norm-type`` name whose spec lists the options
-    norm_type: Optional[str] = None
+    @property
+    def norm_type(self) -> str:
+        """The ``--norm-type`` name that builds this norm."""
+        return registry.norm_type_of(self)
 
     def constructor_options(self) -> Dict[str, Any]:
         """``build_norm(self.norm_type, self.num_features, **self.constructor_options())``
         builds this norm's twin."""
-        return {name: getattr(self, name) for name in NORM_SPECS[self.norm_type].option_names}
+        return {name: getattr(self, name) for name in registry.spec_of(self.norm_type).option_names}
 
 
 class PaddingAwareNorm(SpecOptions, nn.Module):
@@ -58,8 +58,12 @@ class PaddingAwareNorm(SpecOptions, nn.Module):
 
     def _training_forward_begins(self) -> None:
         """Called before each training forward that may change state: lets
-        :mod:`.step_rollback` save the state once per optimizer step under fp16 / amp."""
+        :mod:`.step_rollback` copy the state once per update attempt under fp16 / amp."""
         step_rollback.remember(self)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        step_rollback.settle(self)  # a skipped last update leaves no trace in a checkpoint
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def state_snapshot(self) -> Dict[str, Any]:
         """A copy of everything a training forward or backward changes."""
@@ -72,6 +76,8 @@ class PaddingAwareNorm(SpecOptions, nn.Module):
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         if padding_mask is None:
             padding_mask = self.context_padding_mask
+        if not self.training:
+            step_rollback.settle(self)  # validation after a skipped update
         return self.normalize(x, padding_mask)
 
     def normalize(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:

@@ -11,13 +11,18 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from un_tools.norm_spec import NORM_SPECS
-
 from .base import PaddingAwareNorm, as_rows, keep_if
+from .registry import register_norm
+from .spec import EPS, SYNC_STATS, Option, check_options, defaults
 from .sync import global_mean_var, stats_group
 
-SPEC = NORM_SPECS["batch"]
-_DEFAULT = SPEC.defaults
+OPTIONS = (
+    Option("momentum", "momentum", 0.1, "running-statistics momentum, PyTorch convention",
+           flag="--bn-momentum"),
+    EPS,
+    SYNC_STATS,
+)
+_DEFAULT = defaults(OPTIONS)
 
 
 def _masked_mean(values: Tensor, keep: Optional[Tensor], n) -> Tensor:
@@ -27,10 +32,12 @@ def _masked_mean(values: Tensor, keep: Optional[Tensor], n) -> Tensor:
     return (keep.t() @ values).squeeze(0) / n
 
 
+@register_norm("batch", label="BN", row=4, doc="batch normalisation over tokens (Ioffe & Szegedy, "
+               "ICML 2015)", offline=True, batch_stats=True, options=OPTIONS)
 class MaskedBatchNorm(PaddingAwareNorm):
     """Batch norm over non-padding tokens (Ioffe & Szegedy, ICML 2015); offline.
 
-    Args (defaults and checks: ``un_tools/norm_spec.py``): ``momentum``, ``eps``, ``sync_stats``.
+    Args (defaults, checks and flags: :data:`OPTIONS`): ``momentum``, ``eps``, ``sync_stats``.
 
     Shape: x ``T x B x C`` (any ``... x C`` without a mask), padding_mask ``B x T``.
     Buffers: ``running_mean``, ``running_var`` (C), ``num_batches_tracked``.
@@ -38,7 +45,6 @@ class MaskedBatchNorm(PaddingAwareNorm):
     torch.distributed's default group when it is initialised (``modules/sync.py``).
     """
 
-    norm_type = "batch"
     stat_buffers = ("running_mean", "running_var")
 
     def __init__(
@@ -47,7 +53,8 @@ class MaskedBatchNorm(PaddingAwareNorm):
     ) -> None:
         super().__init__()
         self.num_features = num_features
-        for name, value in SPEC.check(momentum=momentum, eps=eps, sync_stats=sync_stats).items():
+        checked = check_options(type(self).__name__, OPTIONS, dict(momentum=momentum, eps=eps, sync_stats=sync_stats))
+        for name, value in checked.items():
             setattr(self, name, value)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))

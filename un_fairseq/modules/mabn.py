@@ -4,8 +4,8 @@ Backward Propagation of Batch Normalization", ICLR 2020): offline, foldable at i
 As in the spec (``docs/normalizers.md``): no mean subtraction; the forward divides by
 the arithmetic mean of the last ``M`` quadratic means, the backward subtracts the mean of
 the last ``M`` gradient statistics; the renormalisation factor ``r`` multiplies the forward
-as a constant. Defaults (``un_tools/norm_spec.py``) are the released ones (the window is
-the release's ``real_B / B``).
+as a constant. Defaults (:data:`OPTIONS`) are the released ones (the window is the
+release's ``real_B / B``).
 """
 
 from typing import Tuple
@@ -13,19 +13,30 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from un_tools.norm_spec import NORM_SPECS
-
 from .base import keep_if
 from .batch_stats import BatchStatNorm, ForwardStats, compensation
+from .registry import register_norm
+from .spec import COUNT_PADDING, EPS, SYNC_STATS, Option, check_options, defaults
 
-SPEC = NORM_SPECS["mabn"]
-_DEFAULT = SPEC.defaults
+OPTIONS = (
+    Option("window", "window", 16, "window (the release's real_B / B)", flag="--mabn-window"),
+    Option("warmup", "warmup", 100,
+           "warmup, counted in training forward calls: W/K updates with --update-freq K",
+           flag="--mabn-warmup"),
+    Option("momentum", "momentum", 0.98, "running_var momentum, in (0, 1)", flag="--mabn-momentum"),
+    EPS,
+    COUNT_PADDING,
+    SYNC_STATS,
+)
+_DEFAULT = defaults(OPTIONS)
 
 
+@register_norm("mabn", label="MABN", row=5, doc="moving-average batch norm (Yan et al., ICLR 2020)",
+               offline=True, batch_stats=True, options=OPTIONS)
 class MABN(BatchStatNorm):
     """Moving-average batch norm (Yan et al., ICLR 2020); offline: folds into the next linear.
 
-    Args (defaults and checks: ``un_tools/norm_spec.py``): ``window`` ``M``, ``warmup``
+    Args (defaults, checks and flags: :data:`OPTIONS`): ``window`` ``M``, ``warmup``
     ``W``, ``momentum`` of ``running_var``, ``eps``, ``count_padding``, ``sync_stats`` (share
     the batch statistics across torch.distributed's default group when it is initialised,
     ``modules/sync.py``).
@@ -34,7 +45,6 @@ class MABN(BatchStatNorm):
     Buffers: ``running_var`` (C), ``omega`` and ``phi`` (M x C), ``num_steps``.
     """
 
-    norm_type = "mabn"
     stat_buffers = ("running_var", "omega", "phi")
 
     def __init__(
@@ -48,8 +58,9 @@ class MABN(BatchStatNorm):
         sync_stats: bool = _DEFAULT.sync_stats,
     ) -> None:
         super().__init__()
-        o = SPEC.check(window=window, warmup=warmup, momentum=momentum, eps=eps,
-                       count_padding=count_padding, sync_stats=sync_stats)
+        o = check_options(type(self).__name__, OPTIONS, dict(
+            window=window, warmup=warmup, momentum=momentum, eps=eps,
+            count_padding=count_padding, sync_stats=sync_stats))
         self.num_features = num_features
         self.window = o.pop("window")[0]
         for name, value in o.items():

@@ -6,23 +6,25 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from un_tools.norm_spec import NORM_SPECS
-
 from .base import SpecOptions
+from .registry import register_norm
+from .spec import EPS
 
 
+@register_norm("layer", label="LN", row=1, doc="LayerNorm (Ba et al., 2016)", offline=False,
+               options=(EPS,), stands_for=(nn.LayerNorm,))
 class LayerNorm(SpecOptions, nn.LayerNorm):
     """Layer normalisation (Ba et al., 2016), as fairseq builds it; online."""
 
-    norm_type = "layer"
-
-    def __init__(self, num_features: int, eps: float = NORM_SPECS["layer"].default("eps"), **kwargs) -> None:
-        super().__init__(num_features, eps=NORM_SPECS["layer"].option("eps").check(eps), **kwargs)
+    def __init__(self, num_features: int, eps: float = EPS.default, **kwargs) -> None:
+        super().__init__(num_features, eps=EPS.check(eps), **kwargs)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         return super().forward(x)
 
 
+@register_norm("rms", label="RMSNorm", row=2, doc="RMSNorm (Zhang & Sennrich, NeurIPS 2019)",
+               offline=False, options=(EPS,))
 class RMSNorm(SpecOptions, nn.Module):
     """Root-mean-square layer normalisation (Zhang & Sennrich, NeurIPS 2019); online.
 
@@ -30,12 +32,10 @@ class RMSNorm(SpecOptions, nn.Module):
     No bias, as in the spec and the paper's formulation.
     """
 
-    norm_type = "rms"
-
-    def __init__(self, num_features: int, eps: float = NORM_SPECS["rms"].default("eps")) -> None:
+    def __init__(self, num_features: int, eps: float = EPS.default) -> None:
         super().__init__()
         self.num_features = num_features
-        self.eps = NORM_SPECS["rms"].option("eps").check(eps)
+        self.eps = EPS.check(eps)
         self.weight = nn.Parameter(torch.ones(num_features))
 
     def extra_repr(self) -> str:
@@ -46,10 +46,9 @@ class RMSNorm(SpecOptions, nn.Module):
         return (x * inv_rms.to(x.dtype)) * self.weight.to(x.dtype)
 
 
+@register_norm("none", label="NoNorm", row=3, doc="no normalisation (the identity)", offline=False)
 class NoNorm(SpecOptions, nn.Module):
     """No normalisation: the identity (the paper's "w/o Norm" row)."""
-
-    norm_type = "none"
 
     def __init__(self, num_features: int = 0) -> None:
         super().__init__()

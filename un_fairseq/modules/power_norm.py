@@ -13,13 +13,26 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from un_tools.norm_spec import NORM_SPECS
-
 from .base import keep_if
 from .batch_stats import BatchStatNorm, ForwardStats
+from .registry import register_norm
+from .spec import COUNT_PADDING, EPS, SYNC_STATS, Option, check_options, defaults
 
-SPEC = NORM_SPECS["power"]  # PN*'s options are PN's without num_groups
-_DEFAULT = SPEC.defaults
+#: PN*'s options; PN also takes :data:`GROUPS`.
+OPTIONS = (
+    Option("warmup", "warmup", 4000,
+           "warmup, counted in training forward calls: W/K updates with --update-freq K; as in "
+           "the PowerNorm recipe it defaults to the learning-rate warmup",
+           flag="--pn-warmup", flag_default=None, fallback="warmup_updates"),
+    Option("alpha_fwd", "momentum", 0.9, "forward momentum, in (0, 1)", flag="--pn-alpha-fwd"),
+    Option("alpha_bkw", "momentum", 0.9, "backward momentum, in (0, 1)", flag="--pn-alpha-bkw"),
+    EPS,
+    COUNT_PADDING,
+    SYNC_STATS,
+)
+GROUPS = Option("num_groups", "groups", 4, "groups of the layer-scale (the model passes its "
+                "attention heads)", from_model="attention_heads")
+_DEFAULT = defaults((GROUPS, *OPTIONS))
 GROUP_SCALING_EPS = 1e-5
 
 
@@ -34,11 +47,15 @@ def group_scaling(x: Tensor, num_groups: int) -> Tensor:
     return (groups * torch.rsqrt(moment2 + GROUP_SCALING_EPS).to(x.dtype)).reshape(x.shape)
 
 
+@register_norm("power_noscale", label="PN*", row=7, doc="the paper's PN*: PowerNorm without its "
+               "layer-scale", offline=True, batch_stats=True, options=OPTIONS, fixed={"layer_scale": False})
+@register_norm("power", label="PN", row=6, doc="PowerNorm (Shen et al., ICML 2020), with its layer-scale",
+               offline=False, batch_stats=True, options=(GROUPS, *OPTIONS), fixed={"layer_scale": True})
 class PowerNorm(BatchStatNorm):
     """PowerNorm (Shen et al., ICML 2020); online with ``layer_scale`` (PN), offline without
     it (PN*).
 
-    Args (defaults and checks: ``un_tools/norm_spec.py``): ``num_groups`` of the layer-scale,
+    Args (defaults, checks and flags: :data:`OPTIONS`, :data:`GROUPS`): ``num_groups`` of the layer-scale,
     ``warmup`` ``W``, ``alpha_fwd``, ``alpha_bkw``, ``eps``, ``layer_scale``,
     ``count_padding``, ``sync_stats`` (``modules/sync.py``).
 
@@ -67,8 +84,9 @@ class PowerNorm(BatchStatNorm):
                 f"num_groups={num_groups!r} is not allowed: it must be >= 1 and divide "
                 f"num_features={num_features}"
             )
-        o = SPEC.check(warmup=warmup, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps,
-                       count_padding=count_padding, sync_stats=sync_stats)
+        o = check_options(type(self).__name__, OPTIONS, dict(
+            warmup=warmup, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps,
+            count_padding=count_padding, sync_stats=sync_stats))
         self.num_features = num_features
         self.num_groups = num_groups
         for name, value in o.items():
@@ -78,10 +96,6 @@ class PowerNorm(BatchStatNorm):
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_phi", torch.ones(num_features))
         self.register_buffer("grad_ema", torch.zeros(num_features))
-
-    @property
-    def norm_type(self) -> str:
-        return "power" if self.layer_scale else "power_noscale"
 
     @property
     def offline(self) -> bool:

@@ -39,9 +39,9 @@ use_fused_cpu_kernel = True
 
 #: Where the compiled kernels were measured faster than the eager ones in training: by device
 #: type, the smallest activations (elements, ``N * C``) that ``kernels = "auto"`` compiles for;
-#: None: never (``docs/normalizers.md``, "Kernels"). On CPU they win per layer only on masked
-#: batches, and a Multi30k training epoch took longer with them (143 s against 138 s eager,
-#: LN 131 s), so ``auto`` stays eager until a device measures them faster.
+#: None: never. The measurements that set it (a Multi30k epoch took longer with them on CPU)
+#: are in ``docs/normalizers.md``, "Kernels"; ``auto`` stays eager until a device measures
+#: them faster.
 COMPILED_BY_DEFAULT = {"cpu": None, "cuda": None}
 
 #: Which kernels the batch-statistics norms run: "eager", "compiled", or "auto" (compiled

@@ -12,18 +12,45 @@ statistic unless ``count_padding=True``; no host sync per call; no copy of the a
 a batch with non-finite statistics changes no state.
 """
 
+from dataclasses import replace
 from typing import Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from un_tools.norm_spec import NORM_SPECS
-
 from .base import keep_if
 from .batch_stats import BatchStatNorm, ForwardStats, compensation
+from .registry import register_norm
+from .spec import COUNT_PADDING, EPS, SYNC_STATS, Option, check_options, defaults
 
-SPEC = NORM_SPECS["un"]
-_DEFAULT = SPEC.defaults
+OPTIONS = (
+    Option("window", "window", 4,
+           "window M: batches averaged in the forward (geometric mean) and backward (moving "
+           "average); 'F,B' sets them apart", flag="--un-window", metavar="M[,M_BWD]"),
+    Option("warmup", "warmup", 4000,
+           "steps normalised by the current batch only. UN counts steps in training forward "
+           "calls, not updates: with --update-freq K the warmup of W ends after W/K updates (and "
+           "r's schedule, which starts after max(1000, W) calls, after max(1000, W)/K)",
+           flag="--un-warmup"),
+    Option("momentum", "momentum", 0.9,
+           "momentum alpha of running_var and the gradient EMA, in (0, 1)", flag="--un-momentum"),
+    replace(EPS, flag="--un-eps"),
+    Option("outlier_filtration", "flag", False,
+           "skip the moving averages on outlier batches (the authors use it for vision, not NMT)",
+           flag="--un-outlier-filtration"),
+    COUNT_PADDING,
+    Option("fp_geometric_mean", "flag", True,
+           "ablation (Table 9, 'FP GM'): normalise by the current batch, no geometric mean",
+           flag="--un-no-fp-gm", negated=True),
+    Option("bp_moving_average", "flag", True,
+           "ablation (Table 9, 'BP AM'): no simple moving average in the backward",
+           flag="--un-no-bp-sma", negated=True),
+    Option("bp_momentum", "flag", True,
+           "ablation (Table 9, 'BP alpha'): no exponential moving average in the backward",
+           flag="--un-no-bp-ema", negated=True),
+    SYNC_STATS,
+)
+_DEFAULT = defaults(OPTIONS)
 
 
 def geometric_mean(ring: Tensor) -> Tensor:
@@ -31,10 +58,12 @@ def geometric_mean(ring: Tensor) -> Tensor:
     return ring.log().mean(0).exp()
 
 
+@register_norm("un", label="UN", row=8, doc="Unified Normalization (Yang et al., ACM MM 2022)",
+               offline=True, batch_stats=True, options=OPTIONS, default=True)
 class UnifiedNorm(BatchStatNorm):
     """Unified Normalization (Yang et al., ACM MM 2022); offline: folds into the next linear.
 
-    Args (defaults and checks: ``un_tools/norm_spec.py``):
+    Args (defaults, checks and flags: :data:`OPTIONS`):
         num_features: ``C``.
         window: ``M``, the number of recent batches averaged; an int or a pair
             ``(forward, backward)``.
@@ -58,7 +87,6 @@ class UnifiedNorm(BatchStatNorm):
     ``num_steps`` and ``num_skips`` (int64 scalars).
     """
 
-    norm_type = "un"
     stat_buffers = ("running_var", "psi", "omega", "phi")
 
     def __init__(
@@ -76,12 +104,12 @@ class UnifiedNorm(BatchStatNorm):
         sync_stats: bool = _DEFAULT.sync_stats,
     ) -> None:
         super().__init__()
-        o = SPEC.check(
+        o = check_options(type(self).__name__, OPTIONS, dict(
             window=window, warmup=warmup, momentum=momentum, eps=eps,
             outlier_filtration=outlier_filtration, count_padding=count_padding,
             fp_geometric_mean=fp_geometric_mean, bp_moving_average=bp_moving_average,
             bp_momentum=bp_momentum, sync_stats=sync_stats,
-        )
+        ))
         self.num_features = num_features
         self.fwd_window, self.bwd_window = o.pop("window")
         for name, value in o.items():

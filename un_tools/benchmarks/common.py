@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import time
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence
 
 if TYPE_CHECKING:
@@ -189,6 +190,15 @@ def toy_task(vocab: int):
     return TranslationTask(TranslationConfig(), d, d)
 
 
+def norm_names() -> SimpleNamespace:
+    """The ``--norm-type`` names of the models the benchmarks compare (attributes ``UN``,
+    ``LN``, ``NoNorm``), from the plugin's registry."""
+    from un_fairseq.modules import LayerNorm, NoNorm, UnifiedNorm, registry
+
+    return SimpleNamespace(UN=registry.name_of(UnifiedNorm), LN=registry.name_of(LayerNorm),
+                           NoNorm=registry.name_of(NoNorm))
+
+
 def model_args(arch: str, norm: str, extra: List[str] = ()):
     """Parsed fairseq arguments of ``arch`` with every norm ``norm``."""
     from fairseq import options
@@ -243,20 +253,22 @@ SMOKE_MODEL = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embe
 
 def benchmark_models(checkpoint: Optional[str], data: Optional[str], arch: str, vocab: int,
                      smoke: bool = False):
-    """``(task, {"un", "layer", "none", "un fused": model})`` sharing their weights, in eval
-    mode: a trained UN ``checkpoint`` (on the dictionaries of ``data``) with LN and no-norm
-    twins carrying its weights, or else a random ``arch`` over ``vocab`` symbols
-    (:data:`SMOKE_MODEL` when ``smoke``); ``un fused`` is the UN model after ``fold_model``."""
+    """``(task, {UN, LN, none, UN + " fused": model})`` (keys: the names of :func:`norm_names`)
+    sharing their weights, in eval mode: a trained UN ``checkpoint`` (on the dictionaries of
+    ``data``) with LN and no-norm twins carrying its weights, or else a random ``arch`` over
+    ``vocab`` symbols (:data:`SMOKE_MODEL` when ``smoke``); the fused one is the UN model
+    after ``fold_model``."""
     from un_fairseq.checkpoint_io import load_checkpoint
     from un_fairseq.fold import build_from_state, fold_model
 
+    n = norm_names()
     if checkpoint:
         task, trained = build_from_state(load_checkpoint(checkpoint), data)
-        models = build_variant_models(copy.deepcopy(trained.args), task, ["layer", "none"], reference=trained)
-        models["un"] = trained
+        models = build_variant_models(copy.deepcopy(trained.args), task, [n.LN, n.NoNorm], reference=trained)
+        models[n.UN] = trained
     else:
         task = toy_task(vocab)
-        models = build_variant_models(model_args(arch, "un", SMOKE_MODEL if smoke else []), task,
-                                      ["un", "layer", "none"])
-    models["un fused"] = fold_model(copy.deepcopy(models["un"]))
+        models = build_variant_models(model_args(arch, n.UN, SMOKE_MODEL if smoke else []), task,
+                                      [n.UN, n.LN, n.NoNorm])
+    models[n.UN + " fused"] = fold_model(copy.deepcopy(models[n.UN]))
     return task, {k: m.eval() for k, m in models.items()}

@@ -47,8 +47,9 @@ EAGER = ("fairseq eager LN", "fairseq eager UN folded")
 ORT = ("ORT fp32 LN", "ORT fp32 UN folded", "ORT fp32 NoNorm", "ORT int8 LN", "ORT int8 UN scaled",
        "ORT int8 UN folded", "ORT int8 NoNorm")
 CT2 = ("CT2 fp32 LN", "CT2 int8 LN")
-#: the model (norm type) each row runs; ``none`` exists with random weights only
-NORM_OF = {name: ("un" if " UN" in name else "none" if "NoNorm" in name else "layer") for name in EAGER + ORT + CT2}
+#: the model each row runs (an attribute of ``common.norm_names()``: its norm type, read from
+#: the plugin when the models are built); NoNorm exists with random weights only
+MODEL_OF = {name: ("UN" if " UN" in name else "NoNorm" if "NoNorm" in name else "LN") for name in EAGER + ORT + CT2}
 SMOKE_LINES = 6
 
 
@@ -108,26 +109,28 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
 
     from un_fairseq import fold
     from un_fairseq.checkpoint_io import load_checkpoint, save_atomically
-    from un_tools.benchmarks.common import SMOKE_MODEL, benchmark_models, model_args
+    from un_tools.benchmarks.common import SMOKE_MODEL, benchmark_models, model_args, norm_names
 
+    names = vars(norm_names())
+    ln = names["LN"]
     if args.models:
         root = Path(args.models)
         data = work / "data"
         _preprocess(root / "data", data)
-        states = {norm: load_checkpoint(root / f"{norm}-seed1.pt") for norm in ("layer", "un")}
+        states = {norm: load_checkpoint(root / f"{norm}-seed1.pt") for norm in (ln, names["UN"])}
         tasks_models = {norm: fold.build_from_state(state, str(data)) for norm, state in states.items()}
-        task = tasks_models["layer"][0]
-        models = {"layer": tasks_models["layer"][1], "un": tasks_models["un"][1]}
+        task = tasks_models[ln][0]
+        models = {norm: tm[1] for norm, tm in tasks_models.items()}
         stored_args = {norm: _stored_args(state) for norm, state in states.items()}
-        ct2_args = {"layer": copy.deepcopy(stored_args["layer"])}
+        ct2_args = {ln: copy.deepcopy(stored_args[ln])}
         lines = (root / "data" / "test.de").read_text(encoding="utf-8").splitlines()
     else:
         task, models = benchmark_models(None, None, args.arch, args.vocab, args.smoke)
-        del models["un fused"]
+        del models[names["UN"] + " fused"]
         stored_args = {norm: model_args(args.arch, norm, SMOKE_MODEL if args.smoke else []) for norm in models}
         for stored in stored_args.values():  # the data folder below holds the dictionaries only
             stored.source_lang, stored.target_lang = "src", "tgt"
-        ct2_args = {"layer": copy.deepcopy(stored_args["layer"])}
+        ct2_args = {ln: copy.deepcopy(stored_args[ln])}
         data = work / "data"
         data.mkdir()
         for lang in ("src", "tgt"):
@@ -141,18 +144,18 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
 
     plan = {"variants": {}, "random_weights": not args.models}
     for name in wanted:
-        norm = NORM_OF[name]
+        norm = names[MODEL_OF[name]]
         if norm not in models:
             continue
         folder = work / name.replace(" ", "_")
         if name in EAGER:
             # a checkpoint that fairseq rebuilds from its args (loaded with the safe loader):
             # the LN model as it is, UN folded with the cfg that describes the folded model
-            model = models[norm] if norm == "layer" else fold.fold_model(copy.deepcopy(models[norm]))
+            model = models[norm] if norm == ln else fold.fold_model(copy.deepcopy(models[norm]))
             base = {"args": copy.deepcopy(stored_args[norm]), "model": models[norm].state_dict()}
             save_atomically(base if model is models[norm] else fold.folded_state(base, model),
                             folder.with_suffix(".pt"))
-            plan["variants"][name] = {"runtime": "eager", "path": folder.with_suffix(".pt").name,
+            plan["variants"][name] = {"runtime": "eager", "norm": norm, "path": folder.with_suffix(".pt").name,
                                       "bytes": _state_bytes(model, work)}
         elif name in ORT:
             int8 = "int8" in name
@@ -161,11 +164,11 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
             if fold.is_foldable(model):
                 model = fold.fold_model(copy.deepcopy(model), keep_scale=keep_scale)
             print(f"exporting {name} ...", flush=True)
-            plan["variants"][name] = {"runtime": "ort", "path": folder.name,
+            plan["variants"][name] = {"runtime": "ort", "norm": norm, "path": folder.name,
                                       "bytes": _export(model, task, folder, int8)}
         elif name in CT2 and norm in ct2_args:
             print(f"converting {name} ...", flush=True)
-            plan["variants"][name] = {"runtime": "ct2", "path": folder.name,
+            plan["variants"][name] = {"runtime": "ct2", "norm": norm, "path": folder.name,
                                       "bytes": _convert_ct2(ct2_args[norm], models[norm], data, folder,
                                                             "int8" if "int8" in name else "float32")}
     return plan
@@ -340,7 +343,7 @@ def quality(args, work: Path, plan: Dict, search: Dict, lines: List[str]) -> Dic
     threads = max(int(t) for t in args.threads.split(","))
     out = {}
     for name in plan["variants"]:
-        kind = NORM_OF[name]
+        kind = plan["variants"][name]["norm"]
         expected = (root / "expected" / f"{kind}.hyp").read_text(encoding="utf-8").splitlines()[:count]
         hyps = load_variant(name, work, plan, search, threads, 64, args.spinning)(lines[:count])
         same = sum(h == e for h, e in zip(hyps, expected))

@@ -33,9 +33,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from un_tools.atomic import atomic_path
+from un_atomic import atomic_path
 from un_tools.benchmarks.common import common_options, machine_info
-from un_tools.norm_spec import BATCH_STAT_NORM_TYPES, NORM_TYPES
 from un_tools.reproduce.config import load_profile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--data", help="binarized translation data (default: a synthetic corpus in --work)")
     p.add_argument("--work", default="work/benchmark-distributed", help="scratch folder")
     p.add_argument("--profile", default="mini", help="configs/PROFILE.toml whose model flags to train")
-    p.add_argument("--norm-type", default="un", choices=NORM_TYPES)
+    p.add_argument("--norm-type", help="the --norm-type trained (default: the plugin's default, UN)")
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=1024, help="tokens per rank and update")
     p.add_argument("--updates", type=int, default=40)
@@ -64,6 +63,11 @@ def parse_args(argv=None):
         args.layer_repeats = 5
     if args.updates <= args.warmup + 1:
         p.error(f"--updates={args.updates} must exceed --warmup + 1 = {args.warmup + 1}")
+    from un_fairseq.modules import registry  # torch and fairseq: after the arguments are checked
+
+    args.norm_type = args.norm_type or registry.default_norm_type()
+    if args.norm_type not in registry.norm_types():
+        p.error(f"--norm-type {args.norm_type!r} is not one of {', '.join(registry.norm_types())}")
     return args
 
 
@@ -109,6 +113,7 @@ def one_run(args, data: Path, model_flags: List[str], sync: bool, run_dir: Path)
 
 def norm_call_costs(args, work: Path) -> Dict[str, Dict[str, float]]:
     """``{norm: {"off": ms, "on": ms}}``: one forward + backward per call, median over calls."""
+    from un_fairseq.modules.registry import batch_stat_norm_types
     from un_tools.benchmarks import sync_cost  # torch and the plugin: only for this step
 
     shape = tuple(int(v) for v in args.layer_shape.split(","))
@@ -117,7 +122,7 @@ def norm_call_costs(args, work: Path) -> Dict[str, Dict[str, float]]:
     store = work / "gloo-store"
     store.unlink(missing_ok=True)
     procs = [ctx.Process(target=sync_cost.run, args=(rank, args.nproc, str(store.resolve()),
-                                                      list(BATCH_STAT_NORM_TYPES), shape,
+                                                      list(batch_stat_norm_types()), shape,
                                                       args.layer_repeats, args.threads, results))
              for rank in range(args.nproc)]
     for proc in procs:

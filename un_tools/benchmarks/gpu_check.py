@@ -198,14 +198,14 @@ def main(argv=None) -> int:
             return {"sentences": {s: size[s] for s in ("train", "valid", "test")}, "vocab": size["vocab"]}
         stage("data", make_data, "env")
         data = work / "data-bin"
-    train = stage("train", lambda: stage_train(run, work, data, args.device, size, user_dir), "env", "data")
+    train = stage("train", lambda: stage_train(run, work, data, args.device, size, user_dir, record["env"]), "env", "data")
     stage("inference", lambda: stage_inference(run, work, data, args.device, size, user_dir, train, record["env"]),
           "env", "data")
     record["seconds"] = round(time.time() - started, 1)
     record["ok"] = all(st["status"] != "failed" for st in record["stages"].values())
     stamp = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"gpu-check-{args.device}{'-quick' if args.quick else ''}-{stamp}.json"
-    from un_tools.atomic import atomic_path
+    from un_atomic import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")

@@ -19,7 +19,10 @@ import platform
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+from unittest import mock
 
 #: fairseq-generate's closing line (fairseq_cli/generate.py).
 TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in [\d.]+s "
@@ -27,7 +30,7 @@ TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in [
 
 
 def _write(path, record) -> None:
-    from un_tools.atomic import atomic_path
+    from un_atomic import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -58,6 +61,9 @@ def env(out) -> None:
         rec.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                    gpu_capability=f"{props.major}.{props.minor}", gpu_count=torch.cuda.device_count())
     rec["fairseq"] = fairseq.__version__
+    from un_tools.benchmarks.common import norm_names
+
+    rec["norm_names"] = vars(norm_names())  # the --norm-type names of the compared models
     for dist in ("ve-fairseq", "numpy", "hydra-core", "omegaconf", "sacrebleu", "onnxruntime",
                  "onnxruntime-gpu", "triton"):
         rec[dist] = _version(dist)
@@ -74,17 +80,15 @@ def _device_of(argv) -> str:
     return "cpu" if "--cpu" in argv else "cuda"
 
 
-def train(out, argv, warmup: int) -> None:
-    """fairseq-train ``argv`` with every update timed (device synchronised): updates/s and
-    tokens/s over the updates after the first ``warmup``, the loss of every update, peak memory."""
+@contextmanager
+def timed_updates(device: str) -> Iterator[List[Tuple[float, int, Optional[float]]]]:
+    """While the block runs, fairseq's ``Trainer.train_step`` records each update (seconds
+    since the start, device synchronised; tokens; loss, None where the update was skipped)
+    in the yielded list; the method is restored afterwards."""
     import torch
     from fairseq import trainer as fs_trainer
-    from fairseq_cli import train as fs_train
 
-    from un_tools.benchmarks.common import peak_memory
-
-    device = _device_of(argv)
-    steps = []  # (seconds since start, tokens, loss or None where the update was skipped)
+    steps: List[Tuple[float, int, Optional[float]]] = []
     original = fs_trainer.Trainer.train_step
     start = time.perf_counter()
 
@@ -97,9 +101,20 @@ def train(out, argv, warmup: int) -> None:
         steps.append((time.perf_counter() - start, tokens, None if loss is None else float(loss)))
         return result
 
-    fs_trainer.Trainer.train_step = timed
+    with mock.patch.object(fs_trainer.Trainer, "train_step", timed):
+        yield steps
+
+
+def train(out, argv, warmup: int) -> None:
+    """fairseq-train ``argv`` with every update timed (device synchronised): updates/s and
+    tokens/s over the updates after the first ``warmup``, the loss of every update, peak memory."""
+    from fairseq_cli import train as fs_train
+
+    from un_tools.benchmarks.common import peak_memory
+
+    device = _device_of(argv)
     sys.argv = ["fairseq-train", *argv]
-    with peak_memory(device) as mem:
+    with timed_updates(device) as steps, peak_memory(device) as mem:
         fs_train.cli_main()
     losses = [s[2] for s in steps]
     k = min(warmup, len(steps) // 2)
@@ -165,7 +180,7 @@ def nonorm(src, dst, data) -> None:
         for name, child in list(parent.named_children()):
             if is_norm(child):
                 setattr(parent, name, NoNorm(getattr(child, "num_features", 0)))
-    # every norm type 'none', the tied output projection kept, no optimizer state
+    # every norm NoNorm, the tied output projection kept, no optimizer state
     new = folded_state(state, model, output_projection=False)
     save_atomically(new, dst)
 

@@ -17,7 +17,9 @@ NORM_TEST_FILES = ("tests/test_normalizers.py", "tests/test_mixed_precision.py")
 #: --quick: the float32 comparisons of UN, BN and the online norms with the reference.
 QUICK_NORM_TESTS = ("test_un_matches_reference and base or test_batchnorm_matches_reference "
                     "or test_online_norms_match_reference")
-NORMS = {"LN": "layer", "UN": "un"}  # trained; the other inference variants derive from UN
+#: the models trained (their --norm-type names come from the plugin, in the env stage's
+#: record); the other inference variants derive from UN
+TRAINED = ("LN", "UN")
 BATCH_SIZES = (1, 64)
 BEAM = 5
 #: model sizes and workloads of the full check and of --quick
@@ -160,9 +162,14 @@ def _device_flags(device: str):
     return ["--fp16"]
 
 
-def stage_train(run: Runner, work: Path, data: Path, device: str, size: dict, user_dir: str):
+def trained_norms(env: dict) -> dict:
+    """``{label: --norm-type}`` of the trained models, as the installed plugin names them."""
+    return {label: env["norm_names"][label] for label in TRAINED}
+
+
+def stage_train(run: Runner, work: Path, data: Path, device: str, size: dict, user_dir: str, env: dict):
     results, errors = {}, []
-    for label, norm in NORMS.items():
+    for label, norm in trained_norms(env).items():
         out, save = work / f"train-{norm}.json", work / f"ckpt-{norm}"
         args = ["-m", "un_tools.benchmarks.gpu_fairseq", "train", out, "--warmup", size["warmup"],
                 *(["--smoke-model"] if size["smoke_model"] else []), "--",
@@ -206,7 +213,7 @@ def _onnx_provider(env: dict, device: str):
 
 def stage_inference(run: Runner, work: Path, data: Path, device: str, size: dict, user_dir: str,
                     train: dict, env: dict):
-    ckpt = {label: work / f"ckpt-{norm}" / "checkpoint_last.pt" for label, norm in NORMS.items()
+    ckpt = {label: work / f"ckpt-{norm}" / "checkpoint_last.pt" for label, norm in trained_norms(env).items()
             if train.get("norms", {}).get(label, {}).get("status") == "passed"}
     variants, errors = {}, []
     if "UN" in ckpt:

@@ -55,10 +55,11 @@ def parse_args(argv=None):
 
 def build_models(args):
     """``{variant: model}`` in eval mode on the device, and the task."""
-    from un_tools.benchmarks.common import benchmark_models
+    from un_tools.benchmarks.common import benchmark_models, norm_names
 
     task, models = benchmark_models(args.checkpoint, args.data, args.arch, args.vocab, args.smoke)
-    out = {"LN": models["layer"], "UN": models["un"], "UN fused": models["un fused"], "no norm": models["none"]}
+    n = norm_names()
+    out = {"LN": models[n.LN], "UN": models[n.UN], "UN fused": models[n.UN + " fused"], "no norm": models[n.NoNorm]}
     for model in out.values():
         model.to(args.device)
         if args.fp16:

@@ -19,12 +19,13 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from un_tools.benchmarks.common import build_variant_models, model_args, toy_task
+from un_tools.benchmarks.common import build_variant_models, model_args, norm_names, toy_task
 from un_fairseq.modules import UnifiedNorm
 
+#: the profiler events of each norm's forward and backward
 NORM_OPS = {
-    "layer": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
-    "un": ("BatchStatFunction", "BatchStatFunctionBackward"),
+    norm_names().LN: ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
+    norm_names().UN: ("BatchStatFunction", "BatchStatFunctionBackward"),
 }
 
 
@@ -37,8 +38,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     task = toy_task(10000)
-    models = build_variant_models(model_args("transformer_un_iwslt_de_en", "un"), task, list(NORM_OPS))
-    for m in models["un"].modules():
+    un = norm_names().UN
+    models = build_variant_models(model_args("transformer_un_iwslt_de_en", un), task, list(NORM_OPS))
+    for m in models[un].modules():
         if isinstance(m, UnifiedNorm):
             m.set_step(5000)
             m.omega.uniform_(0.5, 2.0)

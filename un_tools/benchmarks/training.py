@@ -28,9 +28,6 @@ import time
 from pathlib import Path
 
 STEADY = 5000  # a step count past every warmup (UN 4000, r 1000, MABN 100, PN 4000)
-BATCH_STAT_COMPILED = ("un", "mabn", "power_noscale", "power")  # norms with compiled kernels
-LABELS = {"layer": "LN (ours)", "rms": "RMSNorm", "none": "no norm", "batch": "BN", "mabn": "MABN",
-          "power": "PN", "power_noscale": "PN*", "un": "UN"}
 
 EPOCH_COMMAND = """\
 # Multi30k: one training epoch (129 updates of 4,096 tokens) of LN, UN and UN with the
@@ -155,7 +152,8 @@ def per_layer(shape, args):
     import torch
     from torch import nn
 
-    from un_fairseq.modules import NORM_TYPES, build_norm
+    from un_fairseq.modules import BatchStatNorm, build_norm, registry
+    from un_tools.benchmarks.common import norm_names
 
     T, B, C = shape
     torch.manual_seed(0)
@@ -167,12 +165,17 @@ def per_layer(shape, args):
         mask = (torch.arange(T)[None, :] >= lengths[:, None]).to(args.device)
     heads = 8 if C % 8 == 0 else 1
     norms = {"LayerNorm (torch)": ("eager", nn.LayerNorm(C))}
-    for name in NORM_TYPES:
-        norms[LABELS[name]] = ("eager", build_norm(name, C, **({"num_groups": heads} if name == "power" else {})))
-    for name in BATCH_STAT_COMPILED:
-        norms[LABELS[name] + " compiled"] = ("compiled", build_norm(
-            name, C, **({"num_groups": heads} if name == "power" else {})))
-    norms["UN1d emulation"] = ("eager", emulated_un1d(norms["UN"][1]))
+    specs = registry.norm_specs()
+
+    def build(name):  # an option the model sets (PowerNorm's groups: its attention heads)
+        return build_norm(name, C, **{o.name: heads for o in specs[name].options if o.from_model})
+
+    for name, spec in specs.items():
+        norms[spec.label] = ("eager", build(name))
+    for name, spec in specs.items():  # the norms with compiled kernels
+        if issubclass(spec.cls, BatchStatNorm):
+            norms[spec.label + " compiled"] = ("compiled", build(name))
+    norms["UN1d emulation"] = ("eager", emulated_un1d(norms[specs[norm_names().UN].label][1]))
     for _, norm in norms.values():
         norm.to(args.device).train()
         steady_state(norm)
@@ -201,7 +204,7 @@ def training_steps(args):
     import torch
     from torch import nn
 
-    from un_tools.benchmarks.common import build_variant_models, model_args, toy_task
+    from un_tools.benchmarks.common import build_variant_models, model_args, norm_names, toy_task
 
     extra = []
     if args.smoke:
@@ -209,13 +212,14 @@ def training_steps(args):
                  "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
                  "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
     task = toy_task(args.vocab)
-    built = build_variant_models(model_args(args.arch, "un", extra), task, ["un", "layer", "none"])
-    steady_state(built["un"])
+    n = norm_names()
+    built = build_variant_models(model_args(args.arch, n.UN, extra), task, [n.UN, n.LN, n.NoNorm])
+    steady_state(built[n.UN])
     import copy
 
-    models = {"LN": ("eager", built["layer"]), "UN": ("eager", built["un"]),
-              "UN compiled": ("compiled", copy.deepcopy(built["un"])),
-              "UN1d emulation": ("eager", emulated_un1d(built["un"])), "no norm": ("eager", built["none"])}
+    models = {"LN": ("eager", built[n.LN]), "UN": ("eager", built[n.UN]),
+              "UN compiled": ("compiled", copy.deepcopy(built[n.UN])),
+              "UN1d emulation": ("eager", emulated_un1d(built[n.UN])), "no norm": ("eager", built[n.NoNorm])}
     gen = torch.Generator().manual_seed(0)
     d = task.source_dictionary
     src = torch.randint(d.nspecial, len(d), (args.batch_size, args.seq_len), generator=gen)

@@ -2,7 +2,7 @@
 
 Standard library only at import time (sacremoses, subword-nmt and sentencepiece are imported
 where they are used; fairseq runs as a subprocess), so preparing data never imports fairseq
-or torch. Every output file is written atomically (:mod:`un_tools.atomic`), so an existing
+or torch. Every output file is written atomically (:mod:`un_atomic`), so an existing
 output is always complete and a re-run skips it; a download is verified before it is used.
 """
 
@@ -20,7 +20,7 @@ import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
-from un_tools.atomic import atomic_dir, atomic_path
+from un_atomic import atomic_dir, atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

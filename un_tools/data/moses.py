@@ -18,10 +18,9 @@
 * ``clean_corpus``  -- ``training/clean-corpus-n.perl -ratio R corpus l1 l2 out MIN MAX``.
 """
 
+import functools
 import re
 import unicodedata
-
-import sacremoses
 
 # Perl's \s under Unicode rules (Python's \s also matches 0x1C-0x1F, Perl's does not).
 PERL_WHITESPACE = (
@@ -32,20 +31,26 @@ _PERL_SPACE = re.compile(f"[{PERL_WHITESPACE}]+")
 _ASCII_JUNK = re.compile(r"[\000-\037]")
 
 
-class _SacreMoses(sacremoses.MosesTokenizer):
-    """sacremoses' tokenizer with Moses master's last-word rule as an option."""
+@functools.lru_cache(maxsize=None)
+def _sacremoses_tokenizer() -> type:
+    """sacremoses' tokenizer with Moses master's last-word rule as an option (sacremoses is
+    the ``repro`` extra: imported when a tokenizer is built, so ``--help`` works without it)."""
+    import sacremoses
 
-    def __init__(self, lang, split_final_period):
-        super().__init__(lang=lang)
-        self.split_final_period = split_final_period
+    class SacreMoses(sacremoses.MosesTokenizer):
+        def __init__(self, lang, split_final_period):
+            super().__init__(lang=lang)
+            self.split_final_period = split_final_period
 
-    def handles_nonbreaking_prefixes(self, text):
-        text = super().handles_nonbreaking_prefixes(text)
-        if self.split_final_period:
-            # tokenizer.perl: "split last words independently as they are unlikely
-            # to be non-breaking prefixes" -- if ($i == scalar(@words)-1) $word = "$pre ."
-            text = re.sub(r"(^|\s)(\S+)\.$", r"\1\2 .", text)
-        return text
+        def handles_nonbreaking_prefixes(self, text):
+            text = super().handles_nonbreaking_prefixes(text)
+            if self.split_final_period:
+                # tokenizer.perl: "split last words independently as they are unlikely
+                # to be non-breaking prefixes" -- if ($i == scalar(@words)-1) $word = "$pre ."
+                text = re.sub(r"(^|\s)(\S+)\.$", r"\1\2 .", text)
+            return text
+
+    return SacreMoses
 
 
 class MosesTokenizer:
@@ -53,7 +58,7 @@ class MosesTokenizer:
 
     def __init__(self, lang, aggressive_dash_splits=False, split_final_period=True):
         self.aggressive = aggressive_dash_splits
-        self._tok = _SacreMoses(lang, split_final_period)
+        self._tok = _sacremoses_tokenizer()(lang, split_final_period)
 
     def __call__(self, line):
         if not line.strip(PERL_WHITESPACE):

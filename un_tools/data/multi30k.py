@@ -21,7 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from un_tools.atomic import atomic_path
+from un_atomic import atomic_path
 
 from un_tools.data import common
 from un_tools.data.common import PrepError, exists, log, read_lines, write_lines

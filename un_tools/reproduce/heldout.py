@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..atomic import atomic_path
+from un_atomic import atomic_path
 from .config import REPO, ConfigError, Dataset, Profile, flag_value, load_dataset, load_profile
 from .evaluate import generate_command, run_cmd, translate_subset
 from .records import record_key

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..atomic import atomic_path
+from un_atomic import atomic_path
 from .config import REPO
 from .logs import curves, final_updates
 from .portable import portable_command, portable_path

@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 from typing import List
 
-from ..atomic import atomic_path
+from un_atomic import atomic_path
 from . import signals
 from .config import REPO, ConfigError, available, load_dataset, load_profile
 from .evaluate import evaluate_run
 from .lock import FolderLocked, holder, run_lock
 from .records import load_record, make_record, record_path, write_record
 from .run_files import eval_file
-from .tables import (ABLATIONS, TABLES, TABLE1_EXTRA, TABLE1_ORDER, collect, in_table_order, markdown_table, parse_list, runs_json,
+from .tables import (ABLATIONS, TABLES, TABLE1_EXTRA, collect, in_table_order, markdown_table, parse_list, runs_json,
                      table1_variants, table9_variants, table10_variants)
 from .run_files import read_json
 from .train import resolve_data, run_training
@@ -63,13 +63,15 @@ def parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--runs", help="root of the run folders (default: work/runs/PROFILE-DATASET)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the profile's seeds)")
     if command == "table1":
-        p.add_argument("--norms", help=f"comma-separated rows, trained in this order, listed in the "
-                                      f"paper's order (default: all eight: {','.join(TABLE1_ORDER)}); "
-                                      f"extra rows: {','.join(TABLE1_EXTRA)} and Table 9's "
-                                      f"{','.join(k for k in ABLATIONS if k != 'un')}")
+        p.add_argument("--norms", help="comma-separated rows, trained in this order, listed in the "
+                                      "paper's order (default: every --norm-type of transformer_un, "
+                                      "which python -m un_fairseq.models.norm_args lists); extra rows: "
+                                      f"UN's name followed by {','.join(TABLE1_EXTRA)} and Table 9's "
+                                      f"{','.join(k for k in ABLATIONS if k)}")
         p.add_argument("--figure", help="Figure 1 PNG (default: RUNS/figure1.png); 'none' to skip")
     elif command == "table9":
-        p.add_argument("--variants", help=f"comma-separated ablations (default: {','.join(ABLATIONS)})")
+        p.add_argument("--variants", help="comma-separated ablations: UN's name followed by nothing "
+                                         f"or one of {','.join(k for k in ABLATIONS if k)} (default: all)")
     else:
         p.add_argument("--momenta", help="comma-separated momenta (default: 0.9,0.8,0.7,0.6)")
     p.add_argument("--output", help=f"markdown table (default: RUNS/table{number}.md); the runs are "
@@ -216,7 +218,7 @@ def write_outputs(command, variants, runs: Path, seeds, output: Path, profile: s
     if command == "table1":
         variants = in_table_order(variants)  # trained in the order given, listed in the paper's
     results = collect(runs, variants, seeds, records)
-    reference, ref_label = TABLES[command[len("table"):]][1:]
+    reference, ref_label = TABLES[command[len("table"):]][1]()
     title = (f"**{PAPER[command]}** — reproduction, profile `{profile}`, dataset `{dataset}`, "
              f"seeds {', '.join(map(str, seeds))}")
     text = markdown_table(variants, results, reference, title, ref_label)

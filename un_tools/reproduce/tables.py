@@ -14,20 +14,70 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .logs import final_updates
-from ..norm_spec import NORM_SPECS, NORM_TYPES, OFFLINE_NORM_TYPES, UN_DEFAULT_MOMENTUM
 from .records import load_record, recorded_seeds
 from .run_files import eval_file, read_json
 
-NORM_LABELS = {name: spec.label for name, spec in NORM_SPECS.items()}
-#: Table 1 row order: online (per-token) norms first, then the batch-statistics ones.
-TABLE1_ORDER = ("layer", "rms", "none", "batch", "mabn", "power", "power_noscale", "un")
+# The norm names, labels and Table 1's row order are the plugin's registry
+# (``un_fairseq/modules/registry.py``). It imports torch and fairseq, so it is read when a
+# table is built, not when a driver starts.
+
 #: Rows beyond the paper's, asked for by name and listed after UN: UN with the released code's
-#: statistics (padding tokens counted); Table 9's UN ablations are accepted too (same run
-#: folders), e.g. ``un-no-bp``: UN whose backward uses the current batch's gradient statistic.
-TABLE1_EXTRA = {"un-count-padding": ("UN, padding counted (release)", "un", ["--un-count-padding"])}
+#: statistics (padding tokens counted) is UN's name plus this suffix; Table 9's UN ablations
+#: are accepted too (same run folders), e.g. ``un-no-bp``: UN whose backward uses the current
+#: batch's gradient statistic.
+TABLE1_EXTRA = {"-count-padding": (", padding counted (release)", ["--un-count-padding"])}
+
+#: Table 9: UN's name plus the suffix -> (FP GM, BP AM, BP alpha), and the label after "UN".
+ABLATIONS = {
+    "": (True, True, True),
+    "-no-fp-gm": (False, True, True),
+    "-no-bp-am": (True, False, True),
+    "-no-bp-alpha": (True, True, False),
+    "-no-bp": (True, False, False),
+    "-none": (False, False, False),
+}
+ABLATION_LABELS = {
+    "": "", "-no-fp-gm": " w/o FP GM", "-no-bp-am": " w/o BP AM", "-no-bp-alpha": " w/o BP α",
+    "-no-bp": " w/o BP AM, BP α", "-none": " w/o all three",
+}
+
+
+def _registry():
+    from un_fairseq.modules import registry
+
+    return registry
+
+
+def un_name() -> str:
+    """UN's ``--norm-type`` name (the subject of Tables 9 and 10)."""
+    from un_fairseq.modules import UnifiedNorm
+
+    return _registry().name_of(UnifiedNorm)
+
+
+def ln_name() -> str:
+    """LayerNorm's ``--norm-type`` name (Table 1's reference row)."""
+    from un_fairseq.modules import LayerNorm
+
+    return _registry().name_of(LayerNorm)
+
+
+def table1_order() -> Tuple[str, ...]:
+    """Table 1's rows in the paper's order: every registered norm."""
+    return _registry().norm_types()
+
+
+def table1_extra() -> Dict[str, Tuple[str, str, List[str]]]:
+    """The extra rows: key -> (label, --norm-type, flags)."""
+    un = _registry().spec_of(un_name())
+    return {un.name + suffix: (un.label + label, un.name, flags) for suffix, (label, flags) in TABLE1_EXTRA.items()}
+
+
+def ablation_keys() -> Tuple[str, ...]:
+    return tuple(un_name() + suffix for suffix in ABLATIONS)
 
 
 @dataclass
@@ -41,72 +91,62 @@ class Variant:
 
 
 def table1_variants(norms: Optional[Sequence[str]] = None) -> List[Variant]:
-    norms = list(norms) if norms else list(TABLE1_ORDER)
-    allowed = (*NORM_TYPES, *TABLE1_EXTRA, *ABLATIONS)
+    specs, extra = _registry().norm_specs(), table1_extra()
+    norms = list(norms) if norms else list(specs)
+    allowed = (*specs, *extra, *ablation_keys())
     bad = [n for n in norms if n not in allowed]
     if bad:
         raise ValueError(f"unknown norm(s) {', '.join(bad)}: choose from {', '.join(dict.fromkeys(allowed))}")
     out = []
     for key in norms:
-        if key in NORM_TYPES:
-            label, norm, flags = NORM_LABELS[key], key, []
-        elif key in TABLE1_EXTRA:
-            label, norm, flags = TABLE1_EXTRA[key]
+        if key in specs:
+            label, norm, flags = specs[key].label, key, []
+        elif key in extra:
+            label, norm, flags = extra[key]
         else:
             ablation = table9_variants([key])[0]
             label, norm, flags = ablation.label, ablation.norm, ablation.flags
-        out.append(Variant(key, label, norm, list(flags),
-                           {"Offline": "✓" if norm in OFFLINE_NORM_TYPES else "✗"}))
+        offline = specs[norm].offline
+        out.append(Variant(key, label, norm, list(flags), {"Offline": "✓" if offline else "✗"}))
     return out
 
 
 def in_table_order(variants: Sequence[Variant]) -> List[Variant]:
     """Table 1's rows in the paper's order whatever order they were trained in."""
-    rank = {n: i for i, n in enumerate(dict.fromkeys((*TABLE1_ORDER, *TABLE1_EXTRA, *ABLATIONS)))}
+    rank = {n: i for i, n in enumerate(dict.fromkeys((*table1_order(), *table1_extra(), *ablation_keys())))}
     return sorted(variants, key=lambda v: rank.get(v.key, len(rank)))
 
 
-ABLATIONS = {  # key: (FP GM, BP AM, BP alpha)
-    "un": (True, True, True),
-    "un-no-fp-gm": (False, True, True),
-    "un-no-bp-am": (True, False, True),
-    "un-no-bp-alpha": (True, True, False),
-    "un-no-bp": (True, False, False),
-    "un-none": (False, False, False),
-}
-ABLATION_LABELS = {
-    "un": "UN", "un-no-fp-gm": "UN w/o FP GM", "un-no-bp-am": "UN w/o BP AM",
-    "un-no-bp-alpha": "UN w/o BP α", "un-no-bp": "UN w/o BP AM, BP α", "un-none": "UN w/o all three",
-}
-
-
 def table9_variants(keys: Optional[Sequence[str]] = None) -> List[Variant]:
-    keys = list(keys) if keys else list(ABLATIONS)
-    bad = [k for k in keys if k not in ABLATIONS]
+    un = _registry().spec_of(un_name())
+    by_key = {un.name + suffix: suffix for suffix in ABLATIONS}
+    keys = list(keys) if keys else list(by_key)
+    bad = [k for k in keys if k not in by_key]
     if bad:
-        raise ValueError(f"unknown ablation(s) {', '.join(bad)}: choose from {', '.join(ABLATIONS)}")
+        raise ValueError(f"unknown ablation(s) {', '.join(bad)}: choose from {', '.join(by_key)}")
     out = []
     for key in keys:
-        gm, am, alpha = ABLATIONS[key]
+        gm, am, alpha = ABLATIONS[by_key[key]]
         flags = ([] if gm else ["--un-no-fp-gm"]) + ([] if am else ["--un-no-bp-sma"]) \
             + ([] if alpha else ["--un-no-bp-ema"])
         mark = lambda on: "✓" if on else "✗"  # noqa: E731
-        out.append(Variant(key, ABLATION_LABELS[key], "un", flags,
+        out.append(Variant(key, un.label + ABLATION_LABELS[by_key[key]], un.name, flags,
                            {"FP GM": mark(gm), "BP AM": mark(am), "BP α": mark(alpha)}))
     return out
 
 
 def table10_variants(momenta: Optional[Sequence[str]] = None) -> List[Variant]:
     momenta = list(momenta) if momenta else ["0.9", "0.8", "0.7", "0.6"]
+    un = _registry().spec_of(un_name())
     out = []
     for m in momenta:
         value = float(m)
         if not 0 < value < 1:
             raise ValueError(f"momentum {m} is not in (0, 1)")
-        # alpha = 0.9 is UN's default: that row is the plain UN run (shared with Tables 1 and 9)
-        default = value == UN_DEFAULT_MOMENTUM
-        out.append(Variant("un" if default else f"un-m{value:g}", f"UN, α = {value:g}", "un",
-                           [] if default else ["--un-momentum", f"{value:g}"], {"α": f"{value:g}"}))
+        # UN's default momentum: that row is the plain UN run (shared with Tables 1 and 9)
+        default = value == un.default_of("momentum")
+        out.append(Variant(un.name if default else f"{un.name}-m{value:g}", f"{un.label}, α = {value:g}",
+                           un.name, [] if default else ["--un-momentum", f"{value:g}"], {"α": f"{value:g}"}))
     return out
 
 
@@ -252,16 +292,18 @@ def runs_json(results: Dict[str, List[RunResult]]) -> str:
     return json.dumps(rows, indent=1) + "\n"
 
 
+#: table -> (its rows, the reference row's key and its label in the difference column)
 TABLES = {
-    "1": (table1_variants, "layer", "LN"),
-    "9": (table9_variants, "un", "UN"),
-    "10": (table10_variants, "un", "α = 0.9"),
+    "1": (table1_variants, lambda: (ln_name(), _registry().spec_of(ln_name()).label)),
+    "9": (table9_variants, lambda: (un_name(), _registry().spec_of(un_name()).label)),
+    "10": (table10_variants, lambda: (un_name(), f"α = {_registry().spec_of(un_name()).default_of('momentum'):g}")),
 }
 
 
 def build(table: str, root: Optional[Path], seeds: Sequence[int], rows: Optional[Sequence[str]] = None,
           title: str = "", records: Optional[Path] = None) -> str:
-    make, reference, ref_label = TABLES[table]
+    make, reference_of = TABLES[table]
+    reference, ref_label = reference_of()
     variants = make(rows)
     if table == "1":
         variants = in_table_order(variants)

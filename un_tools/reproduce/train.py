@@ -29,12 +29,11 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 
 
-from ..atomic import atomic_path
-from ..norm_spec import NORM_TYPES
+from un_atomic import atomic_path
 from .config import REPO, ConfigError, Profile, Dataset, available, load_dataset, load_profile, flag_value
 from . import signals
 from .device import device_flags
@@ -58,7 +57,7 @@ def fairseq_command(name: str) -> List[str]:
     """How to start ``name`` (one of ``FAIRSEQ_MODULES``) with this interpreter: ``python -m``
     the module behind the console script. (Safe loading of the numpy arrays that
     ``--eval-bleu`` leaves in checkpoints comes with ``--user-dir un_fairseq``: see
-    ``un_fairseq/checkpoint_safety.py``.)"""
+    ``un_fairseq/checkpoint_io.py``.)"""
     return [sys.executable, "-m", FAIRSEQ_MODULES[name]]
 
 
@@ -148,8 +147,9 @@ def run_training(profile: Profile, dataset: Dataset, norm: str, seed: int, data:
                  extra: List[str] = (), force: bool = False, quiet: bool = False) -> dict:
     """Train (or resume, or skip) one run; returns its ``train.json`` content. Holds the run
     folder's lock (:class:`.lock.FolderLocked` if another driver has it, nothing written)."""
-    if norm not in NORM_TYPES:
-        raise ValueError(f"--norm {norm!r} is not one of {', '.join(NORM_TYPES)}")
+    names = norm_types()
+    if norm not in names:
+        raise ValueError(f"--norm {norm!r} is not one of {', '.join(names)}")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
@@ -261,11 +261,19 @@ def _train_locked(profile: Profile, dataset: Dataset, norm: str, seed: int, data
     return state
 
 
+def norm_types() -> Tuple[str, ...]:
+    """The plugin's ``--norm-type`` names (imports torch and fairseq: only once a run is asked for)."""
+    from un_fairseq.modules.registry import norm_types as registered
+
+    return registered()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/train.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", required=True, help=f"configs/PROFILE.toml ({', '.join(available())}) or a path")
-    p.add_argument("--norm", required=True, metavar="NORM", help=f"--norm-type: {', '.join(NORM_TYPES)}")
+    p.add_argument("--norm", required=True, metavar="NORM",
+                   help="--norm-type of transformer_un (python -m un_fairseq.models.norm_args lists them)")
     p.add_argument("--seed", required=True, type=int, help="fairseq --seed")
     p.add_argument("--data", help="binarized data folder (default: the dataset's data_dir)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log, train.json)")
@@ -291,8 +299,8 @@ def main(argv=None) -> int:
     try:
         profile = load_profile(args.profile)
         dataset = load_dataset(args.dataset or profile.dataset or p.error("--dataset is required"))
-        if args.norm not in NORM_TYPES:
-            p.error(f"--norm {args.norm!r} is not one of {', '.join(NORM_TYPES)}")
+        if args.norm not in norm_types():
+            p.error(f"--norm {args.norm!r} is not one of {', '.join(norm_types())}")
         data = resolve_data(args.data, dataset)
         out = Path(args.out)
         if args.print_command:

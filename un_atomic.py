@@ -1,7 +1,8 @@
 """Atomic file output: a file that exists is complete.
 
-Standard library only, so that the data and reproduction scripts can use it without
-importing torch or fairseq.
+The bottom of the distribution: standard library only, used by the plugin (checkpoints,
+export folders) and by the tools, whose data and reproduction scripts must start without
+torch or fairseq (importing anything under ``un_fairseq`` imports fairseq).
 """
 
 import os
