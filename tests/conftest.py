@@ -93,3 +93,8 @@ def cpu_features() -> str:
 
 def pytest_report_header(config):
     return f"cpu: {cpu_features()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The CPU line again at the end, where ``-q`` (scripts/test.sh) shows it too."""
+    terminalreporter.write_line(f"cpu: {cpu_features()}")
