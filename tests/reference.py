@@ -19,6 +19,8 @@ Conventions shared by all classes
   gradient statistic is not finite changes no gradient state.
 """
 
+import math
+
 import torch
 
 F64 = torch.float64
@@ -527,6 +529,71 @@ class RefNoNorm(_Ref):
         return dy.detach().to(F64).clone(), None, None
 
 
+# ------------------------------------------------------- elementwise: DyT, Derf
+class RefDyT(_Ref):
+    """DyT (spec section "DyT"): ``y = weight * tanh(alpha * x) + bias``, alpha one scalar.
+
+    The backward is written out from d tanh(u)/du = 1 - tanh(u)^2 (no autograd):
+    ``dx = dy * weight * alpha * (1 - t^2)``, ``dalpha = sum dy * weight * x * (1 - t^2)``,
+    ``dweight = sum dy * t``, ``dbias = sum dy`` with ``t = tanh(alpha * x)``, sums over
+    every position (padding included: the spec gives DyT no mask).
+    ``affine=False``: the folded form, ``tanh(alpha * x)`` alone.
+    """
+
+    def __init__(self, num_features, alpha_init_value=0.5, affine=True):
+        super().__init__(num_features)
+        self.alpha = torch.tensor(float(alpha_init_value), dtype=F64)
+        self.affine = affine
+
+    def set_scalars(self, alpha):
+        self.alpha = torch.tensor(float(alpha), dtype=F64)
+
+    def _inner(self, x):
+        """``(f(x), f'(u) at u = alpha * x (+ shift))``."""
+        t = torch.tanh(self.alpha * x)
+        return t, 1.0 - t * t
+
+    def forward(self, x, padding_mask=None):
+        x = x.detach().to(F64)
+        f, df = self._inner(x)
+        self._ctx = dict(x=x, f=f, df=df)
+        if not self.affine:
+            return f.clone()
+        return self.weight * f + self.bias
+
+    def backward(self, dy):
+        """``(dx, dweight, dbias, dscalars)``; dscalars ``{"alpha": ..., ("shift": ...)}``."""
+        ctx = self._ctx
+        dy = dy.detach().to(F64)
+        w = self.weight if self.affine else torch.ones_like(self.weight)
+        g = dy * w * ctx["df"]  # dL/du, u = alpha * x (+ shift)
+        lead = tuple(range(dy.dim() - 1))
+        dscalars = {"alpha": (g * ctx["x"]).sum()}
+        if hasattr(self, "shift"):
+            dscalars["shift"] = g.sum()
+        dw = (dy * ctx["f"]).sum(lead) if self.affine else None
+        db = dy.sum(lead) if self.affine else None
+        return g * self.alpha, dw, db, dscalars
+
+
+class RefDerf(RefDyT):
+    """Derf (spec section "Derf"): ``y = weight * erf(alpha * x + shift) + bias``, alpha and
+    shift one scalar each; the backward from d erf(u)/du = 2 / sqrt(pi) * exp(-u^2):
+    as DyT's with that derivative, and ``dshift = sum dy * weight * erf'(u)``."""
+
+    def __init__(self, num_features, alpha_init_value=0.5, shift_init_value=0.0, affine=True):
+        super().__init__(num_features, alpha_init_value, affine)
+        self.shift = torch.tensor(float(shift_init_value), dtype=F64)
+
+    def set_scalars(self, alpha, shift=0.0):
+        super().set_scalars(alpha)
+        self.shift = torch.tensor(float(shift), dtype=F64)
+
+    def _inner(self, x):
+        u = self.alpha * x + self.shift
+        return torch.erf(u), 2.0 / math.sqrt(math.pi) * torch.exp(-u * u)
+
+
 # ----------------------------------------------------- small self-check helpers
 def exact_rms_batch_norm(x, gamma, beta, eps=1e-5):
     """Float64 autograd formula gamma * x / sqrt(mean_rows x^2 + eps) + beta (rows=all)."""
@@ -538,5 +605,5 @@ def exact_rms_batch_norm(x, gamma, beta, eps=1e-5):
 
 __all__ = [
     "RefUnifiedNorm", "RefPowerNorm", "RefMABN", "RefMaskedBatchNorm", "RefLayerNorm",
-    "RefRMSNorm", "RefNoNorm", "group_scale", "exact_rms_batch_norm",
+    "RefRMSNorm", "RefNoNorm", "RefDyT", "RefDerf", "group_scale", "exact_rms_batch_norm",
 ]

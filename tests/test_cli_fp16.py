@@ -1,5 +1,5 @@
 """``fairseq-train --fp16`` for every --norm-type on CPU, then ``fairseq-generate --fp16`` on
-the checkpoint and, for the offline norms, on its ``un-fuse`` export.
+the checkpoint and, for the foldable norms, on its ``un-fuse`` export.
 
 fairseq's fp16 training runs on CPU with ``--cpu --fp16 --fp16-no-flatten-grads``; its
 overflow handler calls ``.cuda()``, so these runs change the loss scale without an overflow
@@ -16,9 +16,10 @@ from fairseq_cli import train as train_cli
 from fairseq_fixtures import TINY_MODEL, TINY_TRAINING, call_cli
 from un_fairseq import fp16_hooks, fuse
 from un_fairseq.checkpoint_io import load_checkpoint
-from un_fairseq.modules.registry import norm_types, offline_norm_types
+from un_fairseq.fold import FOLDABLE_TYPES
+from un_fairseq.modules.registry import batch_stat_norm_types, norm_types
 
-NORM_TYPES, OFFLINE_NORM_TYPES = norm_types(), offline_norm_types()
+NORM_TYPES, BATCH_STAT_NORM_TYPES = norm_types(), batch_stat_norm_types()
 
 FP16 = ["--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "1", "--fp16-scale-window", "2"]
 STAT_BUFFERS = ("running_var", "running_mean", "running_phi", "grad_ema", "psi", "omega", "phi")
@@ -53,12 +54,12 @@ def test_fp16_train_generate_and_fuse(toy_data, tmp_path, capsys, norm):
     assert all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
     stats = {k: v for k, v in model.items() if k.endswith(STAT_BUFFERS)}
     assert all(v.dtype == torch.float32 for v in stats.values()), "statistics must stay float32"
-    assert bool(stats) == (norm not in ("layer", "rms", "none"))
+    assert bool(stats) == (norm in BATCH_STAT_NORM_TYPES)
     steps = {int(v) for k, v in model.items() if k.endswith("num_steps")}
     assert steps <= {4}, steps  # every update counted once, none lost or doubled
 
     generate_fp16(capsys, toy_data, ckpt)
-    if norm in OFFLINE_NORM_TYPES:
+    if norm in FOLDABLE_TYPES:
         fused = tmp_path / "fused.pt"
         assert fuse.main([str(ckpt), str(fused), "--data", str(toy_data)]) == 0
         generate_fp16(capsys, toy_data, fused)

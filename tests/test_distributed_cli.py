@@ -25,7 +25,7 @@ NORM_BUFFERS = ("running_var", "running_mean", "running_phi", "psi", "omega", "p
 SYNC_PAIRS = [("power", "mabn"), ("power_noscale", "layer")]  # + ("un", "batch") in the resume test
 # fairseq's fp16 on CPU: a loss scale that grows without an overflow (whose handler needs CUDA)
 FP16 = ("--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "1", "--fp16-scale-window", "2")
-LOCAL_PAIRS = [("un", "batch"), ("power", "mabn"), ("power_noscale", "rms"), ("none", "layer")]
+LOCAL_PAIRS = [("un", "batch"), ("power", "mabn"), ("power_noscale", "rms"), ("none", "layer"), ("dyt", "derf")]
 
 
 def launch(data, save_dir, *extra, nproc=2, command=None, check=True):

@@ -13,8 +13,10 @@ Transformer (spec, "Folding an offline layer"):
 - ``encoder.layer_norm`` -> every decoder layer's ``encoder_attn`` k and v projections;
 - ``decoder.layer_norm`` -> the output projection, untied from the embeddings, with a bias.
 
-Folded norms become :class:`~un_fairseq.modules.NoNorm`. The arithmetic runs in float64
-and is cast back to each weight's dtype.
+Folded norms become :class:`~un_fairseq.modules.NoNorm`. A norm whose class has
+``split_affine()`` (DyT, Derf: ``weight * f(x) + bias``, ``f`` elementwise) folds its
+``weight`` and ``bias`` (``a``, ``b``) the same way and keeps ``f`` (its twin without them).
+The arithmetic runs in float64 and is cast back to each weight's dtype.
 
     from un_fairseq import fold
     result = fold.load_folded("checkpoint_best.pt", data="data-bin/...")  # checked, see FoldResult
@@ -42,9 +44,14 @@ from .modules import NoNorm, norm_type_of, registry
 
 #: the norm types whose inference map is a per-channel affine map
 OFFLINE = registry.offline_norm_types()
+#: the norm types whose inference map is an elementwise ``f`` then a per-channel affine map:
+#: their class splits them (``split_affine() -> (f alone, (a, b))``); the fold keeps ``f``
+ELEMENTWISE = tuple(n for n, s in registry.norm_specs().items() if hasattr(s.cls, "split_affine"))
+#: the norm types ``un-fuse`` and ``un-export`` fold (wholly or their affine map)
+FOLDABLE_TYPES = OFFLINE + ELEMENTWISE
 #: the norm type of a folded norm (the identity)
 IDENTITY = registry.name_of(NoNorm)
-FOLDABLE = ", ".join(OFFLINE) + f" (and {IDENTITY!r}: nothing to fold)"
+FOLDABLE = ", ".join(FOLDABLE_TYPES) + f" (and {IDENTITY!r}: nothing to fold)"
 
 
 # -- what a model holds --------------------------------------------------------------------
@@ -61,9 +68,9 @@ def norm_kinds(model: nn.Module) -> Dict[str, int]:
 
 
 def is_foldable(model: nn.Module) -> bool:
-    """Every norm offline or the identity, and at least one offline (something to fold)."""
+    """Every norm foldable or the identity, and at least one foldable (something to fold)."""
     kinds = set(norm_kinds(model))
-    return kinds <= {*OFFLINE, IDENTITY} and bool(kinds - {IDENTITY})
+    return kinds <= {*FOLDABLE_TYPES, IDENTITY} and bool(kinds - {IDENTITY})
 
 
 def affine_of(norm: nn.Module, path: str) -> Optional[Tuple[Tensor, Tensor]]:
@@ -75,6 +82,15 @@ def affine_of(norm: nn.Module, path: str) -> Optional[Tuple[Tensor, Tensor]]:
     if kind not in OFFLINE:
         raise ValueError(f"cannot fold {path} ({kind}): foldable norm types are {FOLDABLE}")
     return norm.inference_scale()
+
+
+def split_norm(norm: nn.Module, path: str) -> Tuple[nn.Module, Optional[Tuple[Tensor, Tensor]]]:
+    """``(what stays where the norm was, (a, b) of the affine map after it)``: a NoNorm and
+    :func:`affine_of` for an offline norm or a NoNorm, ``f`` and ``(weight, bias)`` for an
+    elementwise one (None once folded); ValueError (naming ``path``) for an online norm."""
+    if norm_type_of(norm) in ELEMENTWISE:
+        return norm.split_affine()
+    return NoNorm(getattr(norm, "num_features", 0)), affine_of(norm, path)
 
 
 def unsupported_features(model: nn.Module) -> List[str]:
@@ -113,10 +129,10 @@ def check_supported(model: nn.Module) -> None:
 
 def check_foldable(model: nn.Module) -> None:
     """Raise ValueError unless ``model`` is a supported ``transformer_un`` whose norms are all
-    offline or the identity, naming every offending layer and its norm type."""
+    foldable or the identity, naming every offending layer and its norm type."""
     check_supported(model)
     online = [f"{name} ({norm_type_of(m)})" for name, m in model.named_modules()
-              if is_norm(m) and norm_type_of(m) not in (*OFFLINE, IDENTITY)]
+              if is_norm(m) and norm_type_of(m) not in (*FOLDABLE_TYPES, IDENTITY)]
     if online:
         raise ValueError(
             "cannot fuse: online norm(s) whose inference output depends on each token: "
@@ -156,13 +172,14 @@ class ChannelScale(nn.Module):
 
 
 def fold_model(model: nn.Module, keep_scale: bool = False) -> nn.Module:
-    """Fold every offline norm of ``model`` (a ``transformer_un``) IN PLACE; return it.
+    """Fold every foldable norm of ``model`` (a ``transformer_un``) IN PLACE; return it.
 
     The result computes what ``model.eval()`` computed before (up to float rounding), with
-    every norm a NoNorm and the decoder's output projection untied from the embeddings and
-    given a bias. Raises ValueError (before changing anything) if a norm is online.
-    ``keep_scale``: fold only the shift ``b`` (``c' = c + W b``) and put the scale ``a`` in
-    a :class:`ChannelScale` where the norm was (one per-channel multiply, no statistics).
+    every offline norm a NoNorm, every elementwise one its ``f`` alone, and the decoder's
+    output projection untied from the embeddings and given a bias. Raises ValueError (before
+    changing anything) if a norm is online. ``keep_scale``: fold only the shift ``b``
+    (``c' = c + W b``) and put the scale ``a`` in a :class:`ChannelScale` where the norm was
+    (after ``f``; one per-channel multiply, no statistics).
     """
     check_foldable(model)
     enc, dec = model.encoder, model.decoder
@@ -193,27 +210,27 @@ def fold_model(model: nn.Module, keep_scale: bool = False) -> nn.Module:
 
 
 def _fold_norm(owner: nn.Module, name: str, path: str, linears: List[nn.Linear], keep_scale: bool = False) -> None:
-    norm = getattr(owner, name)
-    affine = affine_of(norm, path)
+    kept, affine = split_norm(getattr(owner, name), path)
     if affine is not None and keep_scale:
         a, b = affine
         for linear in linears:
             fold_affine(linear, torch.ones_like(a), b)  # W (a x + b) + c = W (a x) + (c + W b)
-        setattr(owner, name, ChannelScale(a))
+        setattr(owner, name, ChannelScale(a) if isinstance(kept, NoNorm) else nn.Sequential(kept, ChannelScale(a)))
         return
     if affine is not None:
         for linear in linears:
             fold_affine(linear, *affine)
-    setattr(owner, name, NoNorm(getattr(norm, "num_features", 0)))
+    setattr(owner, name, kept)
 
 
 def encoder_output_affine(model: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
     """The final encoder norm's ``(a, b)`` (None when it is absent or the identity): a folded
-    encoder returns its output before that norm, which now lives in the cross-attention."""
+    encoder returns its output before that norm's affine map, which now lives in the
+    cross-attention (an elementwise norm's ``f`` is applied)."""
     norm = model.encoder.layer_norm
     if norm is None or norm_type_of(norm) == IDENTITY:
         return None
-    return affine_of(norm, "encoder.layer_norm")
+    return split_norm(norm, "encoder.layer_norm")[1]
 
 
 # -- the checkpoint ---------------------------------------------------------------------
@@ -269,13 +286,22 @@ def _model_cfg_set(model_cfg, **values) -> None:
 
 def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) -> Dict:
     """A copy of ``state`` holding the folded ``model`` and the cfg/args that rebuild it:
-    every norm type the identity and ``fused_output_projection`` (``output_projection``: False for a
-    model whose final norms were dropped rather than folded). The optimizer state is dropped
-    (it refers to the unfolded parameters)."""
+    every norm type the identity, or on a side whose norms are elementwise that type with the
+    flags of the norms kept (their affine map folded), and ``fused_output_projection``
+    (``output_projection``: False for a model whose final norms were dropped rather than
+    folded). The optimizer state is dropped (it refers to the unfolded parameters)."""
     new = dict(state)
     new["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     fused = dict(norm_type=IDENTITY, encoder_norm_type=None, decoder_norm_type=None,
                  fused_output_projection=output_projection)
+    for side in ("encoder", "decoder"):
+        kept = [m for m in getattr(model, side).modules() if is_norm(m) and norm_type_of(m) != IDENTITY]
+        kinds = sorted({norm_type_of(m) for m in kept})
+        if len(kinds) > 1 or not set(kinds) <= set(ELEMENTWISE):
+            raise ValueError(f"the {side} of a folded model holds {', '.join(kinds)}: not folded")
+        if kept:
+            fused[f"{side}_norm_type"] = kinds[0]
+            fused.update(_flags_of(kept[0]))
     if state.get("cfg") is not None:
         new["cfg"] = copy.deepcopy(state["cfg"])
         _model_cfg_set(new["cfg"]["model"], **fused)
@@ -284,6 +310,16 @@ def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) 
         _model_cfg_set(new["args"], **fused)
     new["last_optimizer_state"] = None
     return new
+
+
+def _flags_of(norm: nn.Module) -> Dict:
+    """The flag values (argparse dests) that rebuild ``norm`` with the options it holds."""
+    flags = {}
+    for opt in registry.spec_of(norm_type_of(norm)).options:
+        if opt.flag is not None:
+            value = getattr(norm, opt.name)
+            flags[opt.dest] = (not value) if opt.negated else value
+    return flags
 
 
 # -- verification ---------------------------------------------------------------------

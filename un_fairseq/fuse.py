@@ -1,6 +1,7 @@
 """``un-fuse``: fold every offline normalizer of a ``transformer_un`` checkpoint into the linear
 layers that read its output (paper Algorithm 1) and write a fairseq checkpoint with no
-normalisation op. The fold pipeline (rebuild, fold, verification, its flags, defaults and
+normalisation op; DyT and Derf fold their weight and bias the same way and keep their
+``tanh`` / ``erf``. The fold pipeline (rebuild, fold, verification, its flags, defaults and
 errors) is :func:`un_fairseq.fold.load_folded`, shared with ``un-export``; this module is the
 command: refusals, atomic output, the summary.
 
@@ -32,7 +33,7 @@ def _summary(plain_sd: Dict[str, Tensor], fused_sd: Dict[str, Tensor]) -> Tuple[
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="un-fuse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help=f"a transformer_un checkpoint (every norm offline or {fold.IDENTITY!r})")
+    parser.add_argument("input", help=f"a transformer_un checkpoint (norm types {fold.FOLDABLE})")
     parser.add_argument("output", help="the fused checkpoint to write (atomically; never the input)")
     task_setup.add_arguments(parser)
     fold.add_verification_args(parser)

@@ -3,7 +3,8 @@ toolchain) runs without fairseq.
 
 Offline norms (UN, PN*, BN, MABN) are folded first (``un_fairseq.fold.load_folded``, as
 ``un-fuse`` folds, checked against the unfolded model), so their graphs contain no
-normalisation op; online norms (LayerNorm,
+normalisation op; DyT and Derf fold their weight and bias the same way and keep one Tanh or
+Erf each; online norms (LayerNorm,
 RMSNorm, PowerNorm) are exported as they are. OUTDIR receives:
 
   encoder.onnx       src_tokens, src_lengths -> encoder_out, encoder_padding_mask, and every

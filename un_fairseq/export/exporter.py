@@ -32,8 +32,8 @@ DEFAULT_MAX_BEAM = layout.DEFAULT_MAX_BEAM
 
 
 def prepare(state: Dict, data: Optional[str], keep_scale: bool = False, **verification):
-    """Rebuild the checkpoint's model and fold it when every norm is offline (or the
-    identity), with :func:`un_fairseq.fold.load_folded` (``verification``: its keyword
+    """Rebuild the checkpoint's model and fold it when every norm is foldable (offline, DyT,
+    Derf, or the identity), with :func:`un_fairseq.fold.load_folded` (``verification``: its keyword
     arguments, as ``un-fuse`` passes them).
 
     Returns ``(task, model, reference, report)``: the model to export, the model as the

@@ -171,8 +171,8 @@ class EncoderGraph(nn.Module):
 
     Inputs: ``src_tokens`` ``B x S`` (int64, right-padded), ``src_lengths`` ``B`` (int64:
     real tokens, eos included). Outputs: ``encoder_out`` ``B x S x C`` (after the final
-    encoder norm; for a folded model that norm lives in the cross-attention projections, so
-    this is the stack's output before it), ``encoder_padding_mask`` ``B x S`` (bool, True at
+    encoder norm; for a folded model that norm's affine map lives in the cross-attention
+    projections, so this is the stack's output before it: after DyT's or Derf's ``f``), ``encoder_padding_mask`` ``B x S`` (bool, True at
     padding), then ``cross_k_i``, ``cross_v_i`` ``B x H x S x D`` for each decoder layer ``i``.
     """
 
