@@ -61,7 +61,7 @@ def old_checkpoint(corpus):
     """A trained UN checkpoint that names no language pair (trained without -s/-t)."""
     args, task, model = build(corpus["bin"], "--norm-type", "un")
     path = save_checkpoint(args, train_steps(model, task, 150), corpus["root"] / "un.pt")
-    state = torch.load(path, weights_only=False)
+    state = load_checkpoint(path)
     state["cfg"]["task"]["source_lang"] = state["cfg"]["task"]["target_lang"] = None
     torch.save(state, path)
     return path
@@ -151,7 +151,7 @@ def test_fuse_works_with_only_the_dictionaries_and_names_the_pair(corpus, old_ch
     # a checkpoint that names its pair (as the training profiles now make them); a binarized
     # folder is used for verification
     named, again = tmp_path / "named.pt", tmp_path / "again.pt"
-    state = torch.load(old_checkpoint, weights_only=False)
+    state = load_checkpoint(old_checkpoint)
     state["cfg"]["task"].update(source_lang="src", target_lang="tgt")
     torch.save(state, named)
     printed = _call(fuse_main, [named, again, "--data", corpus["bin"]])
