@@ -41,7 +41,7 @@ WEIGHT_MAX = 63
 #: lower bound of a row's max |x| (an all-zero row)
 TINY = 1e-30
 
-#: in the name of every node that scales a row (not in the ``MatMulInteger``'s): the op census
+#: in the name of every node that scales a row (not in the ``MatMulIntegerToFloat``'s): the op census
 #: tells this quantisation from a normalisation by it
 ROW_SCALING_SCOPE = "/int8_rows/"
 
