@@ -79,6 +79,32 @@ def test_online_norms_are_refused_by_name(toy_data, norm):
     assert type(model.encoder.layer_norm).__name__ == "UnifiedNorm"  # nothing was changed
 
 
+def test_an_online_final_norm_is_refused_by_name(toy_data):
+    _, _, model = build(toy_data, "--norm-type", "un", "--final-norm-type", "layer")
+    with pytest.raises(ValueError) as err:
+        fold.fold_model(model)
+    message = str(err.value)
+    assert "encoder.layer_norm (layer)" in message and "decoder.layer_norm (layer)" in message
+    assert "layers." not in message
+
+
+def test_a_fused_checkpoint_keeps_an_elementwise_final_norm(toy_data, tmp_path, capsys):
+    """UN in the layers, DyT as the final norms: the fused checkpoint rebuilds identity layers
+    and DyT final norms (its cfg says so), and un-fuse's check of it against the unfolded model
+    passes."""
+    args, task, model = build(toy_data, "--norm-type", "un", "--final-norm-type", "dyt")
+    ckpt = save_checkpoint(args, train_steps(model, task, 6), tmp_path / "un-dyt.pt")
+    out = tmp_path / "fused.pt"
+    assert fuse.main([str(ckpt), str(out), "--data", str(toy_data)]) == 0
+    assert "folded norms: 2 dyt, 10 un" in capsys.readouterr().out
+    cfg = load_checkpoint(out)["cfg"]["model"]
+    assert (cfg.norm_type, cfg.encoder_norm_type, cfg.decoder_norm_type, cfg.final_norm_type) == \
+        ("none", None, None, "dyt")
+    _, rebuilt = fold.build_from_state(load_checkpoint(out), str(toy_data))
+    kinds = {name: type(m).__name__ for name, m in rebuilt.named_modules() if name.endswith("layer_norm")}
+    assert {k for k, v in kinds.items() if v != "NoNorm"} == {"encoder.layer_norm", "decoder.layer_norm"}
+
+
 def test_other_models_are_refused(toy_data, tmp_path):
     args, _, model = build(toy_data, arch=["--arch", "transformer", *TINY_MODEL[2:]])
     with pytest.raises(ValueError, match="transformer_un"):

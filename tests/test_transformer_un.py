@@ -72,6 +72,15 @@ def test_side_overrides(toy_data):
     assert {v for k, v in kinds.items() if k.startswith("decoder")} == {"mabn"}
 
 
+def test_final_norm_override(toy_data):
+    """--final-norm-type sets each stack's final norm and nothing else, over a side override too."""
+    _, model = build(toy_data, "--norm-type", "un", "--decoder-norm-type", "mabn", "--final-norm-type", "layer")
+    kinds = {k: norm_type_of(m) for k, m in norms_by_position(model).items()}
+    assert {k for k, v in kinds.items() if v == "layer"} == {"encoder.layer_norm", "decoder.layer_norm"}
+    assert {v for k, v in kinds.items() if k.startswith("encoder.layers")} == {"un"}
+    assert {v for k, v in kinds.items() if k.startswith("decoder.layers")} == {"mabn"}
+
+
 def test_parameter_names_are_fairseqs(toy_data):
     _, model = build(toy_data, "--norm-type", "un")
     keys = set(model.state_dict())
@@ -194,7 +203,7 @@ def test_malicious_checkpoint_is_refused(tmp_path):
 
 
 def test_norm_flags_are_listed_with_their_help(capsys):
-    """``python -m un_fairseq.models.norm_args`` lists the norm flags alone."""
+    """``python -m un_fairseq.norm_flags`` lists the norm flags alone."""
     from un_fairseq.models import norm_args
 
     assert norm_args.main() == 0
@@ -206,10 +215,11 @@ def test_norm_flags_are_listed_with_their_help(capsys):
 
 def test_norm_flags_command_runs_as_documented():
     """The command the docs give for listing the flags (fairseq's --help shows no model flag)."""
-    done = subprocess.run([sys.executable, "-m", "un_fairseq.models.norm_args"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "un_fairseq.norm_flags"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--un-window" in done.stdout and "--norm-kernels" in done.stdout
+    assert "Warning" not in done.stderr, done.stderr[-2000:]
 
 
 # ------------------------------------------- every norm flag reaches the built modules

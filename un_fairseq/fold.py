@@ -292,16 +292,22 @@ def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) 
     folded). The optimizer state is dropped (it refers to the unfolded parameters)."""
     new = dict(state)
     new["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    fused = dict(norm_type=IDENTITY, encoder_norm_type=None, decoder_norm_type=None,
+    fused = dict(norm_type=IDENTITY, encoder_norm_type=None, decoder_norm_type=None, final_norm_type=None,
                  fused_output_projection=output_projection)
-    for side in ("encoder", "decoder"):
-        kept = [m for m in getattr(model, side).modules() if is_norm(m) and norm_type_of(m) != IDENTITY]
-        kinds = sorted({norm_type_of(m) for m in kept})
-        if len(kinds) > 1 or not set(kinds) <= set(ELEMENTWISE):
-            raise ValueError(f"the {side} of a folded model holds {', '.join(kinds)}: not folded")
-        if kept:
-            fused[f"{side}_norm_type"] = kinds[0]
-            fused.update(_flags_of(kept[0]))
+    kinds = {side: _kept_kinds(model, side) for side in ("encoder", "decoder")}  # (layers', final's)
+    finals = {final for layers, final in kinds.values() if final != layers}
+    if len(finals) > 1:
+        raise ValueError(f"the final norms of a folded model are {', '.join(sorted(finals))}: not folded")
+    if finals:
+        fused["final_norm_type"] = finals.pop()
+    for side, (layers, final) in kinds.items():
+        if fused["final_norm_type"] not in (None, final):
+            raise ValueError(f"the {side}'s final norm of a folded model is {final}: not folded")
+        if layers != IDENTITY:
+            fused[f"{side}_norm_type"] = layers
+    for m in model.modules():
+        if is_norm(m) and norm_type_of(m) != IDENTITY:
+            fused.update(_flags_of(m))
     if state.get("cfg") is not None:
         new["cfg"] = copy.deepcopy(state["cfg"])
         _model_cfg_set(new["cfg"]["model"], **fused)
@@ -310,6 +316,19 @@ def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) 
         _model_cfg_set(new["args"], **fused)
     new["last_optimizer_state"] = None
     return new
+
+
+def _kept_kinds(model: nn.Module, side: str):
+    """``(layers, final)``: the norm type left in the layers of ``model``'s ``side`` and in its
+    final norm after folding (the identity where folded); ValueError for anything but one
+    elementwise type in the layers."""
+    stack = getattr(model, side)
+    layers = sorted({norm_type_of(m) for m in stack.layers.modules() if is_norm(m)} - {IDENTITY})
+    final = getattr(stack, "layer_norm", None)
+    final = norm_type_of(final) if final is not None and is_norm(final) else IDENTITY
+    if len(layers) > 1 or not {*layers, final} - {IDENTITY} <= set(ELEMENTWISE):
+        raise ValueError(f"the {side} of a folded model holds {', '.join(sorted({*layers, final}))}: not folded")
+    return (layers[0] if layers else IDENTITY), final
 
 
 def _flags_of(norm: nn.Module) -> Dict:

@@ -20,7 +20,7 @@ DEFAULT_NORM_TYPE = registry.default_norm_type()
 
 #: Flags of the model that are not a norm's option: dest -> default.
 MODEL_FLAG_DEFAULTS = dict(norm_type=DEFAULT_NORM_TYPE, encoder_norm_type=None,
-                           decoder_norm_type=None, norm_kernels=row_sums.kernels,
+                           decoder_norm_type=None, final_norm_type=None, norm_kernels=row_sums.kernels,
                            fused_output_projection=False)
 
 #: Every norm flag's value when it is not given (filled into older checkpoints' args too).
@@ -76,6 +76,9 @@ def add_norm_args(parser: argparse.ArgumentParser) -> None:
     for side in ("encoder", "decoder"):
         g.add_argument(f"--{side}-norm-type", choices=names, metavar="NAME",
                        help=f"override --norm-type for the {side} (its layers and final norm)")
+    g.add_argument("--final-norm-type", choices=names, metavar="NAME",
+                   help="override the norm type of each stack's final norm (the encoder's output; "
+                        "the decoder's, before the output projection); the layers keep theirs")
     for opt, norms in flag_options().values():
         if opt.kind == "flag":
             g.add_argument(opt.flag, action="store_true", help=_help(opt, norms))
@@ -130,9 +133,10 @@ def norm_options(cfg, name: str, num_heads: int) -> Dict[str, Any]:
             if opt.flag is not None or opt.from_model is not None}
 
 
-def make_norm_factory(cfg, side: str, num_heads: int) -> Callable[[int], nn.Module]:
-    """A ``C -> norm`` builder for one side of the model."""
-    name = norm_type_for(cfg, side)
+def make_norm_factory(cfg, side: str, num_heads: int, final: bool = False) -> Callable[[int], nn.Module]:
+    """A ``C -> norm`` builder for one side of the model: its layers' norms, or with ``final``
+    its final norm (``--final-norm-type`` when given)."""
+    name = (final and getattr(cfg, "final_norm_type", None)) or norm_type_for(cfg, side)
     options = norm_options(cfg, name, num_heads)
     return lambda num_features: build_norm(name, num_features, **options)
 
@@ -142,7 +146,8 @@ def validate_norm_args(args) -> None:
     the norms' kernels (``--norm-kernels``, for the whole process)."""
     row_sums.select(args.norm_kernels)
     for side, heads in (("encoder", args.encoder_attention_heads), ("decoder", args.decoder_attention_heads)):
-        make_norm_factory(args, side, heads)(getattr(args, f"{side}_embed_dim"))
+        for final in (False, True):
+            make_norm_factory(args, side, heads, final)(getattr(args, f"{side}_embed_dim"))
 
 
 def main() -> int:
@@ -151,11 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         prog="fairseq-train --user-dir un_fairseq --arch transformer_un",
         description="The normalization flags of the transformer_un architectures (shown by "
-                    "python -m un_fairseq.models.norm_args); every other flag is fairseq's.")
+                    "python -m un_fairseq.norm_flags); every other flag is fairseq's.")
     add_norm_args(parser)
     parser.print_help()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

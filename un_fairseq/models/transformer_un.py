@@ -34,13 +34,14 @@ LAYER_NORM_NAMES = ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_la
 def replace_norms(stack, cfg, side: str, num_heads: int) -> None:
     """Put the configured norm in every pre-norm position of an encoder or decoder stack."""
     make = make_norm_factory(cfg, side, num_heads)
+    make_final = make_norm_factory(cfg, side, num_heads, final=True)
     for layer in stack.layers:
         for name in LAYER_NORM_NAMES:
             old = getattr(layer, name, None)
             if old is not None:
                 setattr(layer, name, make(old.normalized_shape[0]))
     if stack.layer_norm is not None:
-        stack.layer_norm = make(stack.layer_norm.normalized_shape[0])
+        stack.layer_norm = make_final(stack.layer_norm.normalized_shape[0])
 
 
 class TransformerUNEncoder(TransformerEncoderBase):

@@ -65,7 +65,7 @@ def parser(command: str) -> argparse.ArgumentParser:
     if command == "table1":
         p.add_argument("--norms", help="comma-separated rows, trained in this order, listed in the "
                                       "paper's order (default: every --norm-type of transformer_un, "
-                                      "which python -m un_fairseq.models.norm_args lists); extra rows: "
+                                      "which python -m un_fairseq.norm_flags lists); extra rows: "
                                       f"UN's name followed by {','.join(TABLE1_EXTRA)} and Table 9's "
                                       f"{','.join(k for k in ABLATIONS if k)}")
         p.add_argument("--figure", help="Figure 1 PNG (default: RUNS/figure1.png); 'none' to skip")

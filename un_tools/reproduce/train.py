@@ -273,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
         prog="scripts/train.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", required=True, help=f"configs/PROFILE.toml ({', '.join(available())}) or a path")
     p.add_argument("--norm", required=True, metavar="NORM",
-                   help="--norm-type of transformer_un (python -m un_fairseq.models.norm_args lists them)")
+                   help="--norm-type of transformer_un (python -m un_fairseq.norm_flags lists them)")
     p.add_argument("--seed", required=True, type=int, help="fairseq --seed")
     p.add_argument("--data", help="binarized data folder (default: the dataset's data_dir)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log, train.json)")
