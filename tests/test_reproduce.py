@@ -307,6 +307,35 @@ def test_the_committed_records_ran_the_flags_their_profile_gives_today():
         assert cmd[end + 4:] == rec["flags"], path
 
 
+def test_fit_table_averages_each_epochs_training_losses(tmp_path, capsys):
+    """Epoch e's cell is the mean of the losses logged after validation e-1 and up to validation
+    e, averaged over the seeds; a run folder is a row of its own and stops where it stopped."""
+    from un_tools.reproduce import fit
+
+    def record(seed, train, valid):
+        return {"variant": "un", "seed": seed, "status": "done",
+                "curves": {"train_loss": train, "valid_loss": valid, "valid_bleu": []}}
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "un-seed1.json").write_text(json.dumps(record(1, [[1, 9.0], [2, 7.0], [3, 4.0]], [[2, 6.5], [3, 3.5]])))
+    (records / "un-seed2.json").write_text(json.dumps(record(2, [[1, 5.0], [2, 5.0], [3, 2.0]], [[2, 4.5], [3, 1.5]])))
+    (records / "un-seed3.json").write_text(json.dumps({**record(3, [[1, 1.0]], [[1, 1.0]]), "status": "FAIL"}))
+    run = tmp_path / "probe"
+    run.mkdir()
+    (run / "train.log").write_text(
+        '2026-01-01 00:00:00 | INFO | train_inner | {"epoch": 1, "loss": "8.0", "num_updates": "1"}\n'
+        '2026-01-01 00:00:00 | INFO | valid | {"epoch": 1, "valid_loss": "7.5", "valid_num_updates": "2"}\n')
+    assert fit.main(["--records", str(records), "--run", f"probe={run}", "--epochs", "1,2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| un | 2 | 6.500 | 3.000 | 2.500 |"  # (8+6)/2, (4+2)/2; valid (3.5+1.5)/2
+    assert lines[3] == "| probe | 1 | 8.000 | – | – |"
+    assert fit.main(["--records", str(records), "--seeds", "2", "--epochs", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "| un | 1 | 2.000 | 1.500 |"
+    assert fit.main(["--records", str(records), "--epochs", "0"]) == 2
+    assert "--epochs '0'" in capsys.readouterr().err
+    assert fit.main(["--run", str(run)]) == 2
+
+
 def test_table9_and_table10_rows_and_reference(tmp_path):
     t9 = {v.key: v for v in tables.table9_variants()}
     assert t9["un"].flags == [] and t9["un-no-fp-gm"].flags == ["--un-no-fp-gm"]
