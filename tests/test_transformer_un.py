@@ -152,6 +152,9 @@ BAD_FLAGS = [
     (["--un-warmup", "-5"], "--un-warmup", ">= 0"),
     (["--un-eps", "0"], "--un-eps", "> 0"),
     (["--mabn-momentum", "-0.1"], "--mabn-momentum", "between 0 and 1"),
+    (["--dyt-alpha-init", "0"], "--dyt-alpha-init", "> 0"),
+    (["--derf-alpha-init", "-0.5"], "--derf-alpha-init", "> 0"),
+    (["--derf-shift-init", "nan"], "--derf-shift-init", "finite number"),
 ]
 
 

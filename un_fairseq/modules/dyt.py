@@ -30,9 +30,9 @@ AFFINE_FOLDED = Option(
     "internal, set by un-fuse in the checkpoints it writes: weight and bias were folded into the "
     "linear layers that read the norm, which keeps only its elementwise op",
     flag="--norm-affine-folded", negated=True)
-DYT_ALPHA = Option("alpha_init_value", "real", 0.5, "initial alpha (one learnable scalar per layer)",
+DYT_ALPHA = Option("alpha_init_value", "positive", 0.5, "initial alpha (one learnable scalar per layer)",
                    flag="--dyt-alpha-init")
-DERF_ALPHA = Option("alpha_init_value", "real", 0.5, "initial alpha (one learnable scalar per layer)",
+DERF_ALPHA = Option("alpha_init_value", "positive", 0.5, "initial alpha (one learnable scalar per layer)",
                     flag="--derf-alpha-init")
 DERF_SHIFT = Option("shift_init_value", "real", 0.0, "initial shift (one learnable scalar per layer)",
                     flag="--derf-shift-init")

@@ -55,6 +55,14 @@ def check_real(name: str, value: float) -> float:
     return float(value)
 
 
+def check_positive(name: str, value: float) -> float:
+    """A finite float > 0 (a scale such as DyT's alpha: 0 would start the layer as a constant)."""
+    value = check_real(name, value)
+    if value <= 0:
+        raise ValueError(f"{name}={value!r} is not allowed: give a finite number > 0")
+    return value
+
+
 def check_flag(name: str, value: Any) -> bool:
     """A switch: anything truthy."""
     return bool(value)
@@ -92,6 +100,7 @@ KINDS: Dict[str, Tuple[Callable, Optional[Callable], str]] = {
     "eps": (check_eps, float, "EPS"),
     "groups": (check_groups, parse_int, "G"),
     "real": (check_real, float, "X"),
+    "positive": (check_positive, float, "X"),
     "flag": (check_flag, None, ""),
 }
 
