@@ -68,9 +68,20 @@ def norm_kinds(model: nn.Module) -> Dict[str, int]:
 
 
 def is_foldable(model: nn.Module) -> bool:
-    """Every norm foldable or the identity, and at least one foldable (something to fold)."""
+    """Every norm foldable or the identity, at least one foldable (something to fold), and
+    the model not folded already."""
     kinds = set(norm_kinds(model))
-    return kinds <= {*FOLDABLE_TYPES, IDENTITY} and bool(kinds - {IDENTITY})
+    return kinds <= {*FOLDABLE_TYPES, IDENTITY} and bool(kinds - {IDENTITY}) and not already_folded(model)
+
+
+def already_folded(model: nn.Module) -> bool:
+    """Whether ``model`` was rebuilt from a checkpoint that ``un-fuse`` wrote: its output
+    projection is the untied one (``--fused-output-projection``) or an elementwise norm kept
+    its op alone (``--norm-affine-folded``)."""
+    decoder = getattr(model, "decoder", None)
+    if getattr(getattr(decoder, "cfg", None), "fused_output_projection", False):
+        return True
+    return any(is_norm(m) and getattr(m, "elementwise_affine", True) is False for m in model.modules())
 
 
 def affine_of(norm: nn.Module, path: str) -> Optional[Tuple[Tensor, Tensor]]:
@@ -466,6 +477,10 @@ def fold_checked(task, model: nn.Module, tolerance: float = VERIFY_TOLERANCE, su
     kinds = norm_kinds(model)
     if require_fold:
         check_foldable(model)
+        if already_folded(model):
+            raise ValueError("this checkpoint was already folded by un-fuse (norms: "
+                             + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+                             + "); nothing to fold, nothing written")
     elif not is_foldable(model):
         return FoldResult(task, model.eval(), model.eval(), False, kinds)
     reference = model.eval()
