@@ -41,7 +41,7 @@ PAPER = {
 def parser(command: str) -> argparse.ArgumentParser:
     number = command[len("table"):]
     doc = {
-        "table1": "Table 1: the eight normalizers (--norm-type) x seeds.",
+        "table1": "Table 1: every normalizer (--norm-type; the paper's eight and DyT, Derf) x seeds.",
         "table9": "Table 9: UN ablations (FP GM / BP AM / BP alpha switched off), on IWSLT14 by default.",
         "table10": "Table 10: UN's momentum alpha in 0.9 / 0.8 / 0.7 / 0.6, on IWSLT14 by default.",
     }[command]
