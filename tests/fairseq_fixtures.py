@@ -60,8 +60,10 @@ def write_toy_corpus(folder: Path, seed: int = 0) -> None:
 
 
 def run(cmd: List[str], check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run a console script of this environment; on failure show its output."""
+    """Run a console script of this environment (600 s at most unless ``timeout`` says
+    otherwise); on failure show its output."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    kwargs.setdefault("timeout", 600)
     proc = subprocess.run(
         [str(BIN / cmd[0])] + [str(c) for c in cmd[1:]], cwd=REPO, env=env,
         capture_output=True, text=True, **kwargs,

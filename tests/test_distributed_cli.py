@@ -122,7 +122,7 @@ def test_two_ranks_resume_mid_epoch_with_update_freq_then_generate(toy_data, tmp
 
 
 def test_launcher_help():
-    proc = subprocess.run(["bash", str(LAUNCHER), "--help"], capture_output=True, text=True)
+    proc = subprocess.run(["bash", str(LAUNCHER), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     for flag in ("--nproc", "--log-dir", "--port", "--distributed-no-spawn", "gloo", "legacy_ddp",
                  "--sync-norm-stats"):
@@ -135,7 +135,7 @@ def test_launcher_help():
     (["--frobnicate"], "unknown option '--frobnicate'"),
 ])
 def test_launcher_bad_arguments(args, message):
-    proc = subprocess.run(["bash", str(LAUNCHER), *args], capture_output=True, text=True)
+    proc = subprocess.run(["bash", str(LAUNCHER), *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 

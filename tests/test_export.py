@@ -242,7 +242,7 @@ def test_translator_imports_neither_torch_nor_fairseq():
     code = ("import sys, un_translate, un_translate.cli; "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'fairseq', 'un_fairseq'}); "
             "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

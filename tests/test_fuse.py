@@ -188,9 +188,14 @@ def test_benchmarks_run_in_smoke_mode(tmp_path, script):
     import subprocess
 
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--smoke", "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = {p.suffix for p in tmp_path.iterdir()}
     assert {".json", ".md"} <= names
     if script == "benchmark_inference.py":
         assert ".png" in names
+    else:  # the training step of every model the rivals' table compares
+        import json
+
+        steps = {r["variant"] for r in json.loads((tmp_path / "training.json").read_text())["training_step"]}
+        assert {"LN", "UN", "no norm", "DyT", "Derf"} <= steps

@@ -10,7 +10,8 @@
    gradient compensation ``r``, moving averages in the backward: its most expensive path). The
    first call of each compiled variant is timed apart: the compile time.
 2. One training step (forward, backward, Adam step) of ``--arch`` on the same batch and from
-   the same initial weights with LN, UN (eager and compiled), the UN1d emulation, no norm.
+   the same initial weights with LN, UN (eager and compiled), the UN1d emulation, no norm, and
+   the elementwise rivals (DyT, Derf).
 3. ``--epoch-command``: print the Multi30k one-epoch comparison of UN and LN (commands only;
    run them on quiet cores).
 
@@ -211,15 +212,20 @@ def training_steps(args):
         extra = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
                  "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
                  "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
+    from un_fairseq.modules import registry
+
     task = toy_task(args.vocab)
     n = norm_names()
-    built = build_variant_models(model_args(args.arch, n.UN, extra), task, [n.UN, n.LN, n.NoNorm])
+    specs = registry.norm_specs()
+    elementwise = [name for name, spec in specs.items() if hasattr(spec.cls, "split_affine")]  # DyT, Derf
+    built = build_variant_models(model_args(args.arch, n.UN, extra), task, [n.UN, n.LN, n.NoNorm, *elementwise])
     steady_state(built[n.UN])
     import copy
 
     models = {"LN": ("eager", built[n.LN]), "UN": ("eager", built[n.UN]),
               "UN compiled": ("compiled", copy.deepcopy(built[n.UN])),
-              "UN1d emulation": ("eager", emulated_un1d(built[n.UN])), "no norm": ("eager", built[n.NoNorm])}
+              "UN1d emulation": ("eager", emulated_un1d(built[n.UN])), "no norm": ("eager", built[n.NoNorm]),
+              **{specs[name].label: ("eager", built[name]) for name in elementwise}}
     gen = torch.Generator().manual_seed(0)
     d = task.source_dictionary
     src = torch.randint(d.nspecial, len(d), (args.batch_size, args.seq_len), generator=gen)
