@@ -192,11 +192,12 @@ def toy_task(vocab: int):
 
 def norm_names() -> SimpleNamespace:
     """The ``--norm-type`` names of the models the benchmarks compare (attributes ``UN``,
-    ``LN``, ``NoNorm``), from the plugin's registry."""
+    ``LN``, ``NoNorm``, ``DyT``, ``Derf``), from the plugin's registry."""
     from un_fairseq.modules import LayerNorm, NoNorm, UnifiedNorm, registry
+    from un_fairseq.modules.dyt import DyT, Derf
 
     return SimpleNamespace(UN=registry.name_of(UnifiedNorm), LN=registry.name_of(LayerNorm),
-                           NoNorm=registry.name_of(NoNorm))
+                           NoNorm=registry.name_of(NoNorm), DyT=registry.name_of(DyT), Derf=registry.name_of(Derf))
 
 
 def model_args(arch: str, norm: str, extra: List[str] = ()):
@@ -252,12 +253,12 @@ SMOKE_MODEL = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embe
 
 
 def benchmark_models(checkpoint: Optional[str], data: Optional[str], arch: str, vocab: int,
-                     smoke: bool = False):
-    """``(task, {UN, LN, none, UN + " fused": model})`` (keys: the names of :func:`norm_names`)
-    sharing their weights, in eval mode: a trained UN ``checkpoint`` (on the dictionaries of
-    ``data``) with LN and no-norm twins carrying its weights, or else a random ``arch`` over
-    ``vocab`` symbols (:data:`SMOKE_MODEL` when ``smoke``); the fused one is the UN model
-    after ``fold_model``."""
+                     smoke: bool = False, extra: Sequence[str] = ()):
+    """``(task, {UN, LN, none, *extra, UN + " fused": model})`` (keys: the names of
+    :func:`norm_names`) sharing their weights, in eval mode: a trained UN ``checkpoint`` (on
+    the dictionaries of ``data``) with LN and no-norm twins carrying its weights, or else a
+    random ``arch`` over ``vocab`` symbols (:data:`SMOKE_MODEL` when ``smoke``), with a twin
+    for each norm type of ``extra`` too; the fused one is the UN model after ``fold_model``."""
     from un_fairseq.checkpoint_io import load_checkpoint
     from un_fairseq.fold import build_from_state, fold_model
 
@@ -269,6 +270,6 @@ def benchmark_models(checkpoint: Optional[str], data: Optional[str], arch: str, 
     else:
         task = toy_task(vocab)
         models = build_variant_models(model_args(arch, n.UN, SMOKE_MODEL if smoke else []), task,
-                                      [n.UN, n.LN, n.NoNorm])
+                                      [n.UN, n.LN, n.NoNorm, *extra])
     models[n.UN + " fused"] = fold_model(copy.deepcopy(models[n.UN]))
     return task, {k: m.eval() for k, m in models.items()}

@@ -5,7 +5,8 @@ Rows (runtime, precision, model):
 - ``fairseq eager``: fairseq's ``SequenceGenerator`` (what ``fairseq-generate`` runs) in
   PyTorch, on LN and on folded UN (``un_fairseq.fold``);
 - ``ORT fp32`` / ``ORT int8``: ``un-export``'s graphs in ONNX Runtime through
-  ``un_translate.Translator``, for LN, folded UN and (random-weight mode) NoNorm; int8 is
+  ``un_translate.Translator``, for LN, folded UN, folded DyT and Derf (their weight and bias
+  folded, ``tanh`` / ``erf`` kept) and (random-weight mode) NoNorm; int8 is
   ``un-export --int8`` (``scaled``: a folded norm's scale kept as a per-channel multiply;
   ``UN int8 folded``: the folded weights quantised, shown for comparison);
 - ``CT2 fp32`` / ``CT2 int8``: CTranslate2 (optional: ``pip install ctranslate2``) on the
@@ -23,7 +24,9 @@ uses the same beam, length penalty, length limits and batches (sentences sorted 
     python scripts/benchmark_deploy.py --smoke --out /tmp/deploy-smoke
 
 ``MODELS`` holds ``layer-seed1.pt``, ``un-seed1.pt``, ``data/`` (``dict.de.txt``,
-``dict.en.txt``, ``test.de``, ``test.ref.en``) and ``expected/{layer,un}.hyp``. Without
+``dict.en.txt``, ``test.de``, ``test.ref.en``) and ``expected/{layer,un}.hyp``; optionally
+``dyt-seed1.pt`` and ``derf-seed1.pt`` (with ``expected/{dyt,derf}.hyp``: without them their
+identity column stays empty), which add the DyT and Derf rows. Without
 ``--models`` the models are random (``--arch``, ``--vocab``) and every hypothesis is forced
 to ``--tgt-len`` tokens, so that all rows do the same work (speed only).
 
@@ -44,12 +47,17 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 EAGER = ("fairseq eager LN", "fairseq eager UN folded")
-ORT = ("ORT fp32 LN", "ORT fp32 UN folded", "ORT fp32 NoNorm", "ORT int8 LN", "ORT int8 UN scaled",
-       "ORT int8 UN folded", "ORT int8 NoNorm")
+ORT = ("ORT fp32 LN", "ORT fp32 UN folded", "ORT fp32 NoNorm", "ORT fp32 DyT folded", "ORT fp32 Derf folded",
+       "ORT int8 LN", "ORT int8 UN scaled", "ORT int8 UN folded", "ORT int8 NoNorm", "ORT int8 DyT folded",
+       "ORT int8 Derf folded")
 CT2 = ("CT2 fp32 LN", "CT2 int8 LN")
+#: the models besides LN and UN: NoNorm exists with random weights only; DyT and Derf with random
+#: weights, or on ``--models`` when it holds their checkpoints (``dyt-seed1.pt``, ``derf-seed1.pt``)
+OTHER_MODELS = ("NoNorm", "DyT", "Derf")
 #: the model each row runs (an attribute of ``common.norm_names()``: its norm type, read from
-#: the plugin when the models are built); NoNorm exists with random weights only
-MODEL_OF = {name: ("UN" if " UN" in name else "NoNorm" if "NoNorm" in name else "LN") for name in EAGER + ORT + CT2}
+#: the plugin when the models are built)
+MODEL_OF = {name: ("UN" if " UN" in name else next((m for m in OTHER_MODELS if f" {m}" in name), "LN"))
+            for name in EAGER + ORT + CT2}
 SMOKE_LINES = 6
 
 
@@ -117,7 +125,8 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
         root = Path(args.models)
         data = work / "data"
         _preprocess(root / "data", data)
-        states = {norm: load_checkpoint(root / f"{norm}-seed1.pt") for norm in (ln, names["UN"])}
+        states = {norm: load_checkpoint(root / f"{norm}-seed1.pt") for norm in (ln, names["UN"], names["DyT"], names["Derf"])
+                  if norm in (ln, names["UN"]) or (root / f"{norm}-seed1.pt").is_file()}
         tasks_models = {norm: fold.build_from_state(state, str(data)) for norm, state in states.items()}
         task = tasks_models[ln][0]
         models = {norm: tm[1] for norm, tm in tasks_models.items()}
@@ -125,7 +134,8 @@ def prepare(args, work: Path, wanted: List[str]) -> Dict:
         ct2_args = {ln: copy.deepcopy(stored_args[ln])}
         lines = (root / "data" / "test.de").read_text(encoding="utf-8").splitlines()
     else:
-        task, models = benchmark_models(None, None, args.arch, args.vocab, args.smoke)
+        task, models = benchmark_models(None, None, args.arch, args.vocab, args.smoke,
+                                        extra=[names["DyT"], names["Derf"]])
         del models[names["UN"] + " fused"]
         stored_args = {norm: model_args(args.arch, norm, SMOKE_MODEL if args.smoke else []) for norm in models}
         for stored in stored_args.values():  # the data folder below holds the dictionaries only
@@ -344,13 +354,16 @@ def quality(args, work: Path, plan: Dict, search: Dict, lines: List[str]) -> Dic
     out = {}
     for name in plan["variants"]:
         kind = plan["variants"][name]["norm"]
-        expected = (root / "expected" / f"{kind}.hyp").read_text(encoding="utf-8").splitlines()[:count]
+        expected_file = root / "expected" / f"{kind}.hyp"
         hyps = load_variant(name, work, plan, search, threads, 64, args.spinning)(lines[:count])
-        same = sum(h == e for h, e in zip(hyps, expected))
         out[name] = {"bleu": sacrebleu.corpus_bleu(hyps, [refs], tokenize="none", force=True).score,
-                     "identical_to_fairseq_generate": same / count, "lines": count,
-                     "expected": f"expected/{kind}.hyp"}
-        print(f"{name}: BLEU {out[name]['bleu']:.2f}, identical {same}/{count}", flush=True)
+                     "identical_to_fairseq_generate": None, "lines": count, "expected": None}
+        if expected_file.is_file():  # fairseq-generate's hypotheses of this model, when given
+            expected = expected_file.read_text(encoding="utf-8").splitlines()[:count]
+            same = sum(h == e for h, e in zip(hyps, expected))
+            out[name].update(identical_to_fairseq_generate=same / count, expected=f"expected/{kind}.hyp")
+        print(f"{name}: BLEU {out[name]['bleu']:.2f}, identical to fairseq-generate: "
+              f"{'not given' if out[name]['expected'] is None else f'{same}/{count}'}", flush=True)
     return out
 
 
@@ -441,7 +454,8 @@ def table(result: Dict) -> str:
             cells.append(f"{mem['peak_rss_mib']:.0f}" if mem else "n/a")
             cells.append(f"{info['bytes'] / 2**20:.1f}")
             q = result.get("quality", {}).get(name)
-            cells += [f"{q['bleu']:.2f}", f"{100 * q['identical_to_fairseq_generate']:.1f}%"] if q else ["n/a", "n/a"]
+            same = (q or {}).get("identical_to_fairseq_generate")
+            cells += [f"{q['bleu']:.2f}" if q else "n/a", "n/a" if same is None else f"{100 * same:.1f}%"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
