@@ -336,6 +336,40 @@ def test_fit_table_averages_each_epochs_training_losses(tmp_path, capsys):
     assert fit.main(["--run", str(run)]) == 2
 
 
+def test_rivals_table_from_records_heldout_and_benchmarks(tmp_path, capsys):
+    """Each cell from its source: test BLEU over the records' seeds, valid BLEU over the
+    held-out seeds, the training step's change, speed over eager LN's at the same batch (one
+    thread); a model no source covers is all dashes."""
+    from un_tools.reproduce import rivals
+
+    records = tmp_path / "records"
+    records.mkdir()
+    for seed, bleu in ((1, 40.0), (2, 41.0)):
+        (records / f"dyt-seed{seed}.json").write_text(json.dumps(
+            {"variant": "dyt", "seed": seed, "status": "done", "bleu": bleu, "sacrebleu": bleu}))
+    heldout = {"models": {"dyt-seed1": {"valid_bleu_lenpen_1.0": {"bleu": 39.5}},
+                          "dyt-seed2": {"valid_bleu_lenpen_1.0": {"bleu": 40.5}},
+                          "layer-seed1": {"valid_bleu_lenpen_2.2": {"bleu": 50.0}}}}
+    training = {"command": ["scripts/benchmark_training.py"], "training_step": [
+        {"variant": "LN", "vs_ln_pct": 0.0}, {"variant": "DyT", "vs_ln_pct": 4.25}]}
+    speed = [("fairseq eager LN", 1, 1, 10.0), ("fairseq eager LN", 1, 16, 40.0), ("ORT fp32 DyT folded", 1, 1, 25.0),
+             ("ORT fp32 DyT folded", 1, 16, 60.0), ("ORT int8 DyT folded", 1, 16, 100.0),
+             ("ORT int8 DyT folded", 2, 1, 999.0)]
+    deploy = {"speed": [{"variant": v, "threads": t, "batch_size": b, "sentences_per_s": x} for v, t, b, x in speed]}
+    paths = {}
+    for name, content in (("heldout", heldout), ("training", training), ("deploy", deploy)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(content))
+    assert rivals.main(["--records", str(records), *(f"--{k}={v}" for k, v in paths.items())]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert rows["DyT"] == ("| DyT | 40.50 ± 0.71 | 2 | 40.00 ± 0.71 | +4.2% | 2.50x | 1.50x | – | 2.50x "
+                           "| an elementwise op per norm |")
+    assert rows["UN"].count("–") == 7 and rows["UN"].endswith("| nothing |")
+    assert rows["LN"].split(" | ")[3:5] == ["–", "+0.0%"]  # valid BLEU at another lenpen is not this column
+    assert rivals.main(["--deploy", str(tmp_path / "missing.json")]) == 2
+    assert "--deploy" in capsys.readouterr().err
+
+
 def test_table9_and_table10_rows_and_reference(tmp_path):
     t9 = {v.key: v for v in tables.table9_variants()}
     assert t9["un"].flags == [] and t9["un-no-fp-gm"].flags == ["--un-no-fp-gm"]
