@@ -370,6 +370,28 @@ def test_rivals_table_from_records_heldout_and_benchmarks(tmp_path, capsys):
     assert "--deploy" in capsys.readouterr().err
 
 
+def test_table9_figure_draws_a_failed_run_as_a_curve_that_stops(tmp_path):
+    """Tables 9 and 10 plot the validation loss beside the training loss; a FAIL run is drawn
+    (and written to the CSV) up to where it stopped."""
+    pytest.importorskip("matplotlib")
+    from un_tools.reproduce import plots
+
+    records = tmp_path / "records"
+    records.mkdir()
+    un, no_bp = tables.table9_variants()[0].key, tables.table9_variants()[4].key
+    for key, status, n in ((un, "done", 4), (no_bp, "FAIL", 2)):
+        curves = {"train_loss": [[u, 10.0 - u] for u in range(1, n + 1)],
+                  "valid_loss": [[u, 9.0 - u] for u in range(1, n + 1)], "valid_bleu": []}
+        (records / f"{key}-seed1.json").write_text(json.dumps({"variant": key, "seed": 1, "status": status,
+                                                              "curves": curves}))
+    out = tmp_path / "table9.png"
+    assert plots.main(["--table", "9", "--records", str(records), "--seed", "1", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert sum(r.startswith(f"{no_bp},1,valid_loss,") for r in rows) == 2
+    assert sum(r.startswith(f"{un},1,valid_loss,") for r in rows) == 4
+
+
 def test_table9_and_table10_rows_and_reference(tmp_path):
     t9 = {v.key: v for v in tables.table9_variants()}
     assert t9["un"].flags == [] and t9["un-no-fp-gm"].flags == ["--un-no-fp-gm"]

@@ -68,12 +68,14 @@ def parser(command: str) -> argparse.ArgumentParser:
                                       "which python -m un_fairseq.norm_flags lists); extra rows: "
                                       f"UN's name followed by {','.join(TABLE1_EXTRA)} and Table 9's "
                                       f"{','.join(k for k in ABLATIONS if k)}")
-        p.add_argument("--figure", help="Figure 1 PNG (default: RUNS/figure1.png); 'none' to skip")
     elif command == "table9":
         p.add_argument("--variants", help="comma-separated ablations: UN's name followed by nothing "
                                          f"or one of {','.join(k for k in ABLATIONS if k)} (default: all)")
     else:
         p.add_argument("--momenta", help="comma-separated momenta (default: 0.9,0.8,0.7,0.6)")
+    p.add_argument("--figure", help="PNG of the training-loss curves and, beside them, the validation "
+                                    + ("BLEU (the paper's Figure 1; default: RUNS/figure1.png)" if command == "table1"
+                                       else f"loss (default: RUNS/table{number}.png)") + "; 'none' to skip")
     p.add_argument("--output", help=f"markdown table (default: RUNS/table{number}.md); the runs are "
                                     "also written as JSON next to it (-runs.json)")
     p.add_argument("--records", help="folder of run records (VARIANT-seedS.json, to commit): a run "
@@ -143,12 +145,14 @@ def main(command: str, argv=None) -> int:
         return 0
     text = write_outputs(command, variants, runs, seeds, output, profile.name, dataset.name,
                          records=records)
-    if command == "table1" and (args.figure or "").lower() != "none":
-        figure = Path(args.figure) if args.figure else runs / "figure1.png"
+    if (args.figure or "").lower() != "none":
+        figure = Path(args.figure) if args.figure else runs / ("figure1.png" if command == "table1" else f"{command}.png")
         try:
             from .plots import figure1
             figure1(runs, variants, seeds[0], figure,
-                    f"{profile.name} profile, {dataset.name}, seed {seeds[0]}", records)
+                    ("" if command == "table1" else f"Table {command[len('table'):]}, ")
+                    + f"{profile.name} profile, {dataset.name}, seed {seeds[0]}", records,
+                    table=command[len("table"):])
             print(f"wrote {figure} (curves: {figure.with_suffix('.csv')})")
         except FileNotFoundError as err:
             print(f"no figure: {err}")
