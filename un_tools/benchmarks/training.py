@@ -201,6 +201,11 @@ def per_layer(shape, args):
                  first_call_s=compile_s.get(v)) for v, t in times.items()]
 
 
+#: the training-step rows of the models named by ``common.norm_names()``'s attributes (the
+#: elementwise norms' rows are their registry labels)
+STEP_ROWS = {"LN": "LN", "UN": "UN", "NoNorm": "no norm"}
+
+
 def training_steps(args):
     import torch
     from torch import nn
@@ -222,9 +227,9 @@ def training_steps(args):
     steady_state(built[n.UN])
     import copy
 
-    models = {"LN": ("eager", built[n.LN]), "UN": ("eager", built[n.UN]),
+    models = {STEP_ROWS["LN"]: ("eager", built[n.LN]), STEP_ROWS["UN"]: ("eager", built[n.UN]),
               "UN compiled": ("compiled", copy.deepcopy(built[n.UN])),
-              "UN1d emulation": ("eager", emulated_un1d(built[n.UN])), "no norm": ("eager", built[n.NoNorm]),
+              "UN1d emulation": ("eager", emulated_un1d(built[n.UN])), STEP_ROWS["NoNorm"]: ("eager", built[n.NoNorm]),
               **{specs[name].label: ("eager", built[name]) for name in elementwise}}
     gen = torch.Generator().manual_seed(0)
     d = task.source_dictionary
@@ -250,7 +255,7 @@ def training_steps(args):
     times = shuffled_rounds({name: step_fn(mode, m) for name, (mode, m) in models.items()}, args.device,
                             args.warmup, args.repeats)
     tokens = args.batch_size * args.seq_len * 2
-    return [dict(variant=v, median_s=t, tokens_per_s=tokens / t, vs_ln_pct=100 * (t / times["LN"] - 1))
+    return [dict(variant=v, median_s=t, tokens_per_s=tokens / t, vs_ln_pct=100 * (t / times[STEP_ROWS["LN"]] - 1))
             for v, t in times.items()]
 
 

@@ -30,32 +30,33 @@ from typing import List, Optional
 from un_atomic import atomic_path
 from .tables import Variant, collect, summarize
 
-#: the deployment benchmark's row of each model (fp32, int8), by the model's class name
-DEPLOY_ROWS = {"LayerNorm": ("ORT fp32 LN", "ORT int8 LN"), "UnifiedNorm": ("ORT fp32 UN folded", "ORT int8 UN folded"),
-               "DyT": ("ORT fp32 DyT folded", "ORT int8 DyT folded"),
-               "Derf": ("ORT fp32 Derf folded", "ORT int8 Derf folded"), "NoNorm": ("ORT fp32 NoNorm", "ORT int8 NoNorm")}
-#: the training benchmark's row of each model
-TRAINING_ROWS = {"LayerNorm": "LN", "UnifiedNorm": "UN", "DyT": "DyT", "Derf": "Derf", "NoNorm": "no norm"}
 BASELINE = "fairseq eager LN"
 BATCHES = (1, 16)
+#: the rows, by their attribute of ``un_tools.benchmarks.common.norm_names()``
+MODELS = ("LN", "UN", "DyT", "Derf", "NoNorm")
 
 
 def models() -> List[tuple]:
-    """``(norm type, label, class name, what the shipped model keeps)`` of each row, from the
-    plugin's registry."""
+    """``(norm type, label, training-step row, (ORT fp32 row, ORT int8 row), what the shipped
+    model keeps)`` of each row, from the plugin's registry and the benchmarks' row names."""
     from un_fairseq.modules import registry
+    from un_tools.benchmarks.common import norm_names
+    from un_tools.benchmarks.deploy import ORT, ort_row
+    from un_tools.benchmarks.training import STEP_ROWS
 
+    names = vars(norm_names())
     rows = []
-    for cls_name in ("LayerNorm", "UnifiedNorm", "DyT", "Derf", "NoNorm"):
-        name = next(n for n, s in registry.norm_specs().items() if s.cls.__name__ == cls_name)
-        spec = registry.spec_of(name)
-        if spec.offline or cls_name == "NoNorm":
+    for model in MODELS:
+        spec = registry.spec_of(names[model])
+        if spec.offline or model == "NoNorm":
             keeps = "nothing"
         elif hasattr(spec.cls, "split_affine"):
             keeps = "an elementwise op per norm"
         else:
             keeps = "a normalisation per norm"
-        rows.append((name, spec.label, cls_name, keeps))
+        deploy = tuple(ort_row(model, p) for p in ("fp32", "int8"))
+        assert set(deploy) <= set(ORT), deploy
+        rows.append((spec.name, spec.label, STEP_ROWS.get(model, spec.label), deploy, keeps))
     return rows
 
 
@@ -93,14 +94,14 @@ def table(records: Optional[Path], heldout: Optional[dict], training: Optional[d
     head = ["model", "test2016 BLEU", "runs", "valid BLEU", "training step vs LN"]
     head += [f"ORT {p} b{b} vs eager LN" for p in ("fp32", "int8") for b in BATCHES]
     lines = ["| " + " | ".join(head + ["shipped model keeps"]) + " |", "|" + "---|" * (len(head) + 1)]
-    for name, label, cls_name, keeps in models():
+    for name, label, step_row, deploy_rows, keeps in models():
         runs = collect(None, [Variant(name, label, name)], [], records)[name] if records else []
         cell = summarize([r.bleu for r in runs], runs)
         test, count = (cell.text(), str(cell.total)) if runs else ("–", "0")
-        step = steps.get(TRAINING_ROWS[cls_name])
+        step = steps.get(step_row)
         cells = [label, test, count, _mean_sd(valid_bleu(heldout, name)),
                  "–" if step is None else f"{step:+.1f}%"]
-        for precision, row in zip(("fp32", "int8"), DEPLOY_ROWS[cls_name]):
+        for row in deploy_rows:
             for batch in BATCHES:
                 ratio = speed_ratio(deploy, row, batch)
                 cells.append("–" if ratio is None else f"{ratio:.2f}x")
