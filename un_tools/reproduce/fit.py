@@ -20,8 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from un_atomic import atomic_path
 from .logs import curves
+from .tables import emit
 
 DEFAULT_EPOCHS = (1, 2, 3, 4, 5, 10, 15, 20)
 
@@ -108,10 +108,5 @@ def main(argv=None) -> int:
         print("fit: error: no finished run: give --records with run records or --run", file=sys.stderr)
         return 2
     text = table(rows, epochs)
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text)
-        print(f"wrote {args.out}")
+    emit(text, args.out)
     return 0

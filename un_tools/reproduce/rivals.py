@@ -27,8 +27,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from un_atomic import atomic_path
-from .tables import Variant, collect, summarize
+from .tables import Variant, collect, emit, summarize
 
 BASELINE = "fairseq eager LN"
 BATCHES = (1, 16)
@@ -139,10 +138,5 @@ def main(argv=None) -> int:
                 if src and isinstance(src.get("command"), list)]
     if commands:
         text += "\nBenchmarks:\n" + "\n".join(commands) + "\n"
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text)
-        print(f"wrote {args.out}")
+    emit(text, args.out)
     return 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from un_atomic import atomic_path
 from .logs import final_updates
 from .records import load_record, recorded_seeds
 from .run_files import eval_file, read_json
@@ -78,6 +79,16 @@ def table1_extra() -> Dict[str, Tuple[str, str, List[str]]]:
 
 def ablation_keys() -> Tuple[str, ...]:
     return tuple(un_name() + suffix for suffix in ABLATIONS)
+
+
+def emit(text: str, out: Optional[Path]) -> None:
+    """Print ``text``, or write it to ``out`` (atomically: never half-written) and say so."""
+    if out is None:
+        sys.stdout.write(text)
+        return
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    print(f"wrote {out}")
 
 
 @dataclass
