@@ -392,6 +392,35 @@ def test_table9_figure_draws_a_failed_run_as_a_curve_that_stops(tmp_path):
     assert sum(r.startswith(f"{un},1,valid_loss,") for r in rows) == 4
 
 
+def test_calibration_against_a_float64_recomputation(toy_data, tmp_path):
+    """nll and entropy equal a float64 recomputation from the model's logits; an untrained
+    LayerNorm (weight 1, bias 0) scales every token to RMS 1, so its final_rms_cv is ~0."""
+    import torch
+
+    from toy_models import build, save_checkpoint
+    from un_tools.reproduce import calibration
+
+    args, task, model = build(toy_data, "--norm-type", "layer")
+    ckpt = save_checkpoint(args, model, tmp_path / "ln.pt")
+    got = calibration.measure(ckpt, str(toy_data), "valid", 30)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    batch = dataset.collater([dataset[i] for i in range(30)])
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch["net_input"])[0].double()
+    lprobs = torch.log_softmax(logits, -1)
+    real = batch["target"].ne(task.target_dictionary.pad())
+    nll = -lprobs.gather(-1, batch["target"].unsqueeze(-1)).squeeze(-1)[real]
+    entropy = torch.distributions.Categorical(logits=logits[real]).entropy()
+    assert got["tokens"] == int(real.sum())
+    assert got["nll"] == pytest.approx(nll.mean().item(), rel=1e-5)
+    assert got["entropy"] == pytest.approx(entropy.mean().item(), rel=1e-5)
+    assert got["final_rms"] == pytest.approx(1.0, abs=1e-3) and got["final_rms_cv"] < 1e-3
+    assert got["input_rms_cv"] > 1e-2  # the residual stream itself is not normalised
+    assert calibration.main([str(tmp_path / "missing.pt"), "--data", str(toy_data)]) == 2
+
+
 def test_table9_and_table10_rows_and_reference(tmp_path):
     t9 = {v.key: v for v in tables.table9_variants()}
     assert t9["un"].flags == [] and t9["un-no-fp-gm"].flags == ["--un-no-fp-gm"]

@@ -12,7 +12,7 @@ import sys
 COMMANDS = {
     "train": "train", "evaluate": "evaluate", "table1": "sweep", "table9": "sweep",
     "table10": "sweep", "tables": "tables", "plots": "plots", "compare": "compare",
-    "heldout": "heldout", "fit": "fit", "rivals": "rivals",
+    "heldout": "heldout", "fit": "fit", "rivals": "rivals", "calibration": "calibration",
 }
 
 
