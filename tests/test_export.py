@@ -281,6 +281,19 @@ def _translate(outdir, source, capsys, *flags):
     return _h_lines(capsys.readouterr().out)
 
 
+def test_an_online_final_norm_is_exported_beside_the_folded_layers(toy_data, tmp_path):
+    """UN in the layers and LayerNorm as the final norms (--final-norm-type layer): the layers'
+    norms fold away, one LayerNormalization per graph is left (the encoder's and the decoder's
+    final norm), and un-export's own check of the graphs against the checkpoint passes."""
+    args, task, model = build(toy_data, "--norm-type", "un", "--final-norm-type", "layer")
+    ckpt = save_checkpoint(args, train_steps(model, task, 20), tmp_path / "un-ln.pt")
+    printed = _export(ckpt, tmp_path / "out", "--data", toy_data)
+    assert "folded" in printed
+    counts = {name: op_counts(graph) for name, graph in _graphs(tmp_path / "out").items()}
+    for name, c in counts.items():
+        assert {op: n for op, n in c.items() if op in NORM_OPS} == {"LayerNormalization": 1}, (name, c)
+
+
 @pytest.mark.parametrize("norm", ["un", "layer"])
 def test_onnxruntime_translations_equal_fairseq_generate(toy_data, checkpoints, exports, norm, capsys):
     """The whole toy test set, beam 5: identical hypotheses, scores within float32 noise."""

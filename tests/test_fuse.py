@@ -73,19 +73,31 @@ def test_online_norms_are_refused_by_name(toy_data, norm):
         fold.fold_model(model)
     message = str(err.value)
     assert f"decoder.layers.0.self_attn_layer_norm ({norm})" in message
-    assert f"decoder.layer_norm ({norm})" in message
+    assert "decoder.layer_norm" not in message  # an online final norm would be kept
     assert "encoder.layers" not in message
     assert all(kind in message for kind in OFFLINE_NORM_TYPES)
     assert type(model.encoder.layer_norm).__name__ == "UnifiedNorm"  # nothing was changed
 
 
-def test_an_online_final_norm_is_refused_by_name(toy_data):
-    _, _, model = build(toy_data, "--norm-type", "un", "--final-norm-type", "layer")
-    with pytest.raises(ValueError) as err:
-        fold.fold_model(model)
-    message = str(err.value)
-    assert "encoder.layer_norm (layer)" in message and "decoder.layer_norm (layer)" in message
-    assert "layers." not in message
+def test_an_online_final_norm_is_kept_and_the_rest_folded(toy_data, tmp_path, capsys):
+    """UN in the layers, LayerNorm as the final norms: un-fuse folds the layers' norms, keeps
+    both LayerNorms and the tied output projection, and the rebuilt checkpoint computes the
+    unfolded model's encoder outputs and log-probabilities."""
+    args, task, model = build(toy_data, "--norm-type", "un", "--final-norm-type", "layer")
+    model = train_steps(model, task, 6)
+    ckpt = save_checkpoint(args, model, tmp_path / "un-ln.pt")
+    out = tmp_path / "fused.pt"
+    assert fuse.main([str(ckpt), str(out), "--data", str(toy_data)]) == 0
+    assert "folded norms: 2 layer, 10 un" in capsys.readouterr().out
+    cfg = load_checkpoint(out)["cfg"]["model"]
+    assert (cfg.norm_type, cfg.final_norm_type, cfg.fused_output_projection) == ("none", "layer", False)
+    _, rebuilt = fold.build_from_state(load_checkpoint(out), str(toy_data))
+    kinds = {name: type(m).__name__ for name, m in rebuilt.named_modules() if name.endswith("layer_norm")}
+    assert {k for k, v in kinds.items() if v != "NoNorm"} == {"encoder.layer_norm", "decoder.layer_norm"}
+    batch = batches(task)[2]
+    model.eval()
+    for ref, got in zip(outputs(model, batch), outputs(rebuilt, batch)):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_a_fused_checkpoint_keeps_an_elementwise_final_norm(toy_data, tmp_path, capsys):

@@ -67,10 +67,20 @@ def norm_kinds(model: nn.Module) -> Dict[str, int]:
     return dict(Counter(norm_type_of(m) for m in model.modules() if is_norm(m)))
 
 
+#: the stacks' final norms: an online norm there is kept as it is (``--final-norm-type``)
+FINAL_NORMS = ("encoder.layer_norm", "decoder.layer_norm")
+
+
+def is_online(norm: nn.Module) -> bool:
+    """A norm whose inference output depends on each token: not foldable."""
+    return norm_type_of(norm) not in (*FOLDABLE_TYPES, IDENTITY)
+
+
 def is_foldable(model: nn.Module) -> bool:
-    """Every norm foldable or the identity, at least one foldable (something to fold), and
-    the model not folded already."""
-    kinds = set(norm_kinds(model))
+    """Every norm foldable or the identity (an online final norm is kept), at least one
+    foldable (something to fold), and the model not folded already."""
+    names = dict(model.named_modules())
+    kinds = {norm_type_of(m) for name, m in names.items() if is_norm(m) and not (name in FINAL_NORMS and is_online(m))}
     return kinds <= {*FOLDABLE_TYPES, IDENTITY} and bool(kinds - {IDENTITY}) and not already_folded(model)
 
 
@@ -140,14 +150,16 @@ def check_supported(model: nn.Module) -> None:
 
 def check_foldable(model: nn.Module) -> None:
     """Raise ValueError unless ``model`` is a supported ``transformer_un`` whose norms are all
-    foldable or the identity, naming every offending layer and its norm type."""
+    foldable or the identity, except for online final norms (kept as they are), naming every
+    offending layer and its norm type."""
     check_supported(model)
     online = [f"{name} ({norm_type_of(m)})" for name, m in model.named_modules()
-              if is_norm(m) and norm_type_of(m) not in (*FOLDABLE_TYPES, IDENTITY)]
+              if is_norm(m) and is_online(m) and name not in FINAL_NORMS]
     if online:
         raise ValueError(
             "cannot fuse: online norm(s) whose inference output depends on each token: "
-            + ", ".join(online) + f". Foldable norm types: {FOLDABLE}"
+            + ", ".join(online) + f". Foldable norm types: {FOLDABLE}; an online norm is kept only as a "
+            "stack's final norm (--final-norm-type)"
         )
 
 
@@ -187,8 +199,9 @@ def fold_model(model: nn.Module, keep_scale: bool = False) -> nn.Module:
 
     The result computes what ``model.eval()`` computed before (up to float rounding), with
     every offline norm a NoNorm, every elementwise one its ``f`` alone, and the decoder's
-    output projection untied from the embeddings and given a bias. Raises ValueError (before
-    changing anything) if a norm is online. ``keep_scale``: fold only the shift ``b``
+    output projection untied from the embeddings and given a bias (unless the decoder's final
+    norm is online: an online final norm stays as it is). Raises ValueError (before changing
+    anything) if a norm inside a layer is online. ``keep_scale``: fold only the shift ``b``
     (``c' = c + W b``) and put the scale ``a`` in a :class:`ChannelScale` where the norm was
     (after ``f``; one per-channel multiply, no statistics).
     """
@@ -205,10 +218,10 @@ def fold_model(model: nn.Module, keep_scale: bool = False) -> nn.Module:
                 if getattr(layer, name, None) is not None:
                     _fold_norm(layer, name, f"{side}.layers.{i}.{name}", targets[name], keep_scale)
 
-    if enc.layer_norm is not None:
+    if enc.layer_norm is not None and not is_online(enc.layer_norm):
         cross = [lin for layer in dec.layers for lin in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
         _fold_norm(enc, "layer_norm", "encoder.layer_norm", cross, keep_scale)
-    if dec.layer_norm is not None:
+    if dec.layer_norm is not None and not is_online(dec.layer_norm):
         old = dec.output_projection
         untied = nn.Linear(old.in_features, old.out_features, bias=True)
         untied = untied.to(device=old.weight.device, dtype=old.weight.dtype)
@@ -239,7 +252,7 @@ def encoder_output_affine(model: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
     encoder returns its output before that norm's affine map, which now lives in the
     cross-attention (an elementwise norm's ``f`` is applied)."""
     norm = model.encoder.layer_norm
-    if norm is None or norm_type_of(norm) == IDENTITY:
+    if norm is None or norm_type_of(norm) == IDENTITY or is_online(norm):
         return None
     return split_norm(norm, "encoder.layer_norm")[1]
 
@@ -298,13 +311,15 @@ def _model_cfg_set(model_cfg, **values) -> None:
 def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) -> Dict:
     """A copy of ``state`` holding the folded ``model`` and the cfg/args that rebuild it:
     every norm type the identity, or on a side whose norms are elementwise that type with the
-    flags of the norms kept (their affine map folded), and ``fused_output_projection``
+    flags of the norms kept (their affine map folded), ``--final-norm-type`` for final norms
+    that differ from their layers' (kept online ones included), and ``fused_output_projection``
     (``output_projection``: False for a model whose final norms were dropped rather than
     folded). The optimizer state is dropped (it refers to the unfolded parameters)."""
     new = dict(state)
     new["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    dec_final = getattr(model.decoder, "layer_norm", None)
     fused = dict(norm_type=IDENTITY, encoder_norm_type=None, decoder_norm_type=None, final_norm_type=None,
-                 fused_output_projection=output_projection)
+                 fused_output_projection=output_projection and not (dec_final is not None and is_online(dec_final)))
     kinds = {side: _kept_kinds(model, side) for side in ("encoder", "decoder")}  # (layers', final's)
     finals = {final for layers, final in kinds.values() if final != layers}
     if len(finals) > 1:
@@ -332,12 +347,13 @@ def folded_state(state: Dict, model: nn.Module, output_projection: bool = True) 
 def _kept_kinds(model: nn.Module, side: str):
     """``(layers, final)``: the norm type left in the layers of ``model``'s ``side`` and in its
     final norm after folding (the identity where folded); ValueError for anything but one
-    elementwise type in the layers."""
+    elementwise type in the layers, or anything but an elementwise or online final norm."""
     stack = getattr(model, side)
     layers = sorted({norm_type_of(m) for m in stack.layers.modules() if is_norm(m)} - {IDENTITY})
     final = getattr(stack, "layer_norm", None)
     final = norm_type_of(final) if final is not None and is_norm(final) else IDENTITY
-    if len(layers) > 1 or not {*layers, final} - {IDENTITY} <= set(ELEMENTWISE):
+    if len(layers) > 1 or not set(layers) <= set(ELEMENTWISE) or not (final in (IDENTITY, *ELEMENTWISE)
+                                                                        or is_online(stack.layer_norm)):
         raise ValueError(f"the {side} of a folded model holds {', '.join(sorted({*layers, final}))}: not folded")
     return (layers[0] if layers else IDENTITY), final
 
