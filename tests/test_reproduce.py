@@ -402,7 +402,7 @@ def test_calibration_against_a_float64_recomputation(toy_data, tmp_path):
 
     args, task, model = build(toy_data, "--norm-type", "layer")
     ckpt = save_checkpoint(args, model, tmp_path / "ln.pt")
-    got = calibration.measure(ckpt, str(toy_data), "valid", 30)
+    got = calibration.measure(ckpt, str(toy_data), "valid", 30, temperatures=(0.5, 1.0))
     task.load_dataset("valid")
     dataset = task.dataset("valid")
     batch = dataset.collater([dataset[i] for i in range(30)])
@@ -416,6 +416,10 @@ def test_calibration_against_a_float64_recomputation(toy_data, tmp_path):
     assert got["tokens"] == int(real.sum())
     assert got["nll"] == pytest.approx(nll.mean().item(), rel=1e-5)
     assert got["entropy"] == pytest.approx(entropy.mean().item(), rel=1e-5)
+    assert got["by_temperature"]["1.0"]["nll"] == pytest.approx(got["nll"], rel=1e-6)
+    sharp = torch.log_softmax(logits[real] / 0.5, -1)
+    assert got["by_temperature"]["0.5"]["nll"] == pytest.approx(
+        -sharp.gather(-1, batch["target"][real].unsqueeze(-1)).mean().item(), rel=1e-5)
     assert got["final_rms"] == pytest.approx(1.0, abs=1e-3) and got["final_rms_cv"] < 1e-3
     assert got["input_rms_cv"] > 1e-2  # the residual stream itself is not normalised
     assert calibration.main([str(tmp_path / "missing.pt"), "--data", str(toy_data)]) == 2
