@@ -25,11 +25,14 @@ from .run_files import eval_file, read_json
 # (``un_fairseq/modules/registry.py``). It imports torch and fairseq, so it is read when a
 # table is built, not when a driver starts.
 
-#: Rows beyond the paper's, asked for by name and listed after UN: UN with the released code's
-#: statistics (padding tokens counted) is UN's name plus this suffix; Table 9's UN ablations
-#: are accepted too (same run folders), e.g. ``un-no-bp``: UN whose backward uses the current
-#: batch's gradient statistic.
-TABLE1_EXTRA = {"-count-padding": (", padding counted (release)", ["--un-count-padding"])}
+#: Rows beyond the paper's, asked for by name and listed after UN: UN's name plus a suffix ->
+#: (label after "UN", flags, the Offline column when it is not UN's). UN with the released code's
+#: statistics (padding tokens counted); UN with LayerNorm as the two final norms (issue 42: the
+#: per-token scale where the stacks end; the layers' norms still fold, the two LayerNorms stay).
+#: Table 9's UN ablations are accepted too (same run folders), e.g. ``un-no-bp``: UN whose
+#: backward uses the current batch's gradient statistic.
+TABLE1_EXTRA = {"-count-padding": (", padding counted (release)", ["--un-count-padding"], None),
+                "-final-layer": (", LN as final norms", ["--final-norm-type", "layer"], "all but 2")}
 
 #: Table 9: UN's name plus the suffix -> (FP GM, BP AM, BP alpha), and the label after "UN".
 ABLATIONS = {
@@ -71,10 +74,11 @@ def table1_order() -> Tuple[str, ...]:
     return _registry().norm_types()
 
 
-def table1_extra() -> Dict[str, Tuple[str, str, List[str]]]:
-    """The extra rows: key -> (label, --norm-type, flags)."""
+def table1_extra() -> Dict[str, Tuple[str, str, List[str], Optional[str]]]:
+    """The extra rows: key -> (label, --norm-type, flags, Offline column or None for the norm's)."""
     un = _registry().spec_of(un_name())
-    return {un.name + suffix: (un.label + label, un.name, flags) for suffix, (label, flags) in TABLE1_EXTRA.items()}
+    return {un.name + suffix: (un.label + label, un.name, flags, offline)
+            for suffix, (label, flags, offline) in TABLE1_EXTRA.items()}
 
 
 def ablation_keys() -> Tuple[str, ...]:
@@ -110,15 +114,17 @@ def table1_variants(norms: Optional[Sequence[str]] = None) -> List[Variant]:
         raise ValueError(f"unknown norm(s) {', '.join(bad)}: choose from {', '.join(dict.fromkeys(allowed))}")
     out = []
     for key in norms:
+        offline = None
         if key in specs:
             label, norm, flags = specs[key].label, key, []
         elif key in extra:
-            label, norm, flags = extra[key]
+            label, norm, flags, offline = extra[key]
         else:
             ablation = table9_variants([key])[0]
             label, norm, flags = ablation.label, ablation.norm, ablation.flags
-        offline = specs[norm].offline
-        out.append(Variant(key, label, norm, list(flags), {"Offline": "✓" if offline else "✗"}))
+        if offline is None:
+            offline = "✓" if specs[norm].offline else "✗"
+        out.append(Variant(key, label, norm, list(flags), {"Offline": offline}))
     return out
 
 
