@@ -239,7 +239,7 @@ def other_value(opt):
         return str(value), value
     if opt.kind == "eps":
         return "3e-05", 3e-5
-    if opt.kind == "real":
+    if opt.kind in ("real", "positive"):
         return str(opt.default + 0.25), opt.default + 0.25
     raise AssertionError(f"no test value for options of kind {opt.kind!r}: add one here")
 
