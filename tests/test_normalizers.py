@@ -678,7 +678,8 @@ def test_build_norm_unknown_name():
 
 #: Invalid values of each kind of option (``un_fairseq/modules/spec.KINDS``).
 BAD_VALUES = {"window": [0, -2, (0, 4), (4, 0)], "warmup": [-1, 2.5], "momentum": [0.0, 1.0, 1.5, -0.1],
-              "eps": [0.0, -1e-5], "groups": [0], "real": [float("nan"), float("inf")]}
+              "eps": [0.0, -1e-5], "groups": [0], "real": [float("nan"), float("inf")],
+              "positive": [0.0, -0.5, float("nan"), float("inf")]}
 # generated from the registry: every option of every norm, each invalid value of its kind
 BAD_OPTIONS = [(norm_class(name), opt.name, value) for name, spec in NORM_SPECS.items()
                for opt in spec.options for value in BAD_VALUES.get(opt.kind, [])]
