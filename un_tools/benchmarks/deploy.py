@@ -54,6 +54,8 @@ CT2 = ("CT2 fp32 LN", "CT2 int8 LN")
 #: the models besides LN and UN: NoNorm exists with random weights only; DyT and Derf with random
 #: weights, or on ``--models`` when it holds their checkpoints (``dyt-seed1.pt``, ``derf-seed1.pt``)
 OTHER_MODELS = ("NoNorm", "DyT", "Derf")
+
+
 def ort_row(model: str, precision: str) -> str:
     """The ONNX Runtime row of ``model`` (an attribute of ``common.norm_names()``) at
     ``precision`` (fp32, int8): the folded model where its norm folds."""

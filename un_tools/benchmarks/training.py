@@ -217,12 +217,12 @@ def training_steps(args):
         extra = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
                  "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
                  "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
+    from un_fairseq.fold import ELEMENTWISE as elementwise  # DyT, Derf
     from un_fairseq.modules import registry
 
     task = toy_task(args.vocab)
     n = norm_names()
     specs = registry.norm_specs()
-    elementwise = [name for name, spec in specs.items() if hasattr(spec.cls, "split_affine")]  # DyT, Derf
     built = build_variant_models(model_args(args.arch, n.UN, extra), task, [n.UN, n.LN, n.NoNorm, *elementwise])
     steady_state(built[n.UN])
     import copy

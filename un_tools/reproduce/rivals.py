@@ -38,6 +38,7 @@ MODELS = ("LN", "UN", "DyT", "Derf", "NoNorm")
 def models() -> List[tuple]:
     """``(norm type, label, training-step row, (ORT fp32 row, ORT int8 row), what the shipped
     model keeps)`` of each row, from the plugin's registry and the benchmarks' row names."""
+    from un_fairseq.fold import ELEMENTWISE
     from un_fairseq.modules import registry
     from un_tools.benchmarks.common import norm_names
     from un_tools.benchmarks.deploy import ORT, ort_row
@@ -49,7 +50,7 @@ def models() -> List[tuple]:
         spec = registry.spec_of(names[model])
         if spec.offline or model == "NoNorm":
             keeps = "nothing"
-        elif hasattr(spec.cls, "split_affine"):
+        elif spec.name in ELEMENTWISE:
             keeps = "an elementwise op per norm"
         else:
             keeps = "a normalisation per norm"
