@@ -146,17 +146,18 @@ def test_command_refuses_its_input_and_leaves_nothing_after_a_failure(toy_data, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("norm", ["un", "dyt"])
-def test_a_fused_checkpoint_is_not_fused_again(toy_data, tmp_path, capsys, norm):
+@pytest.mark.parametrize("flags", [("--norm-type", "un"), ("--norm-type", "dyt"),
+                                   ("--norm-type", "un", "--final-norm-type", "layer")], ids=["un", "dyt", "un-final-layer"])
+def test_a_fused_checkpoint_is_not_fused_again(toy_data, tmp_path, capsys, flags):
     """un-fuse on its own output: one line saying there is nothing to fold, nothing written."""
-    args, task, model = build(toy_data, "--norm-type", norm)
-    ckpt = save_checkpoint(args, train_steps(model, task, 4), tmp_path / f"{norm}.pt")
+    args, task, model = build(toy_data, *flags)
+    ckpt = save_checkpoint(args, train_steps(model, task, 4), tmp_path / "model.pt")
     fused, again = tmp_path / "fused.pt", tmp_path / "again.pt"
     assert fuse.main([str(ckpt), str(fused), "--data", str(toy_data)]) == 0
     capsys.readouterr()
     assert fuse.main([str(fused), str(again), "--data", str(toy_data)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "already folded" in err and "nothing written" in err, err
+    assert len(err.splitlines()) == 1 and "nothing left to fold" in err and "nothing written" in err, err
     assert not again.exists()
 
 

@@ -493,10 +493,12 @@ def fold_checked(task, model: nn.Module, tolerance: float = VERIFY_TOLERANCE, su
     kinds = norm_kinds(model)
     if require_fold:
         check_foldable(model)
-        if already_folded(model):
-            raise ValueError("this checkpoint was already folded by un-fuse (norms: "
+        kept_final = [m for name, m in model.named_modules() if name in FINAL_NORMS and is_norm(m) and is_online(m)]
+        others = {norm_type_of(m) for m in model.modules() if is_norm(m) and not any(m is k for k in kept_final)}
+        if already_folded(model) or (kept_final and others <= {IDENTITY}):
+            raise ValueError("this checkpoint has nothing left to fold (norms: "
                              + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-                             + "); nothing to fold, nothing written")
+                             + "; un-fuse wrote it, or only online final norms remain); nothing written")
     elif not is_foldable(model):
         return FoldResult(task, model.eval(), model.eval(), False, kinds)
     reference = model.eval()
