@@ -8,8 +8,14 @@ skips the rest, which are CPU-only; the default is ``cpu``, where every test run
 import importlib.util
 import os
 
-import pytest
-import torch
+# One OpenMP/MKL thread for the tests and every process they start, unless the caller chose:
+# the models are tiny, and two pytest workers with two threads each on two cores oversubscribe
+# them, where OpenMP's spinning threads slow each other down several-fold. Set before torch loads.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from fairseq_fixtures import preprocess, write_toy_corpus
 

@@ -41,7 +41,7 @@ def test_train_then_generate_with_bleu(toy_data, tmp_path, capsys, norm):
     capsys.readouterr()
     out = call_cli(generate_cli.cli_main, [toy_data, "--user-dir", "un_fairseq", "--path",
                                            tmp_path / "checkpoint_last.pt", "--beam", "5",
-                                           "--batch-size", "16", "--cpu", "--max-len-b", "16"], capsys)
+                                           "--batch-size", "16", "--cpu", "--max-len-b", "16", "--num-workers", "0"], capsys)
     assert hypotheses(out) == 40
     assert re.search(r"BLEU4 = \d+\.\d+", out), out[-2000:]
 

@@ -35,7 +35,7 @@ def generate_fp16(capsys, data, checkpoint):
     capsys.readouterr()
     out = call_cli(generate_cli.cli_main, [data, "--user-dir", "un_fairseq", "--path", checkpoint,
                                            "--beam", "2", "--batch-size", "20", "--cpu", "--max-len-b", "10",
-                                           "--fp16"], capsys)
+                                           "--fp16", "--num-workers", "0"], capsys)
     hyps = re.findall(r"^H-\d+\t\S+\t(.*)$", out, flags=re.M)
     assert len(hyps) == 40 and re.search(r"BLEU4 = \d+\.\d+", out), out[-2000:]
     return hyps

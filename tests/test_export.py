@@ -453,14 +453,16 @@ def test_keep_scale_fold_computes_the_model(toy_data):
 # -- the deployment benchmark --------------------------------------------------------------------
 
 def test_deploy_benchmark_runs_in_smoke_mode(tmp_path):
-    rows = "fairseq eager UN folded,ORT fp32 UN folded,ORT int8 UN scaled,ORT fp32 LN,ORT int8 DyT folded,CT2 int8 LN"
+    # one row per runtime (each row is a model exported and a process measured): fairseq eager,
+    # ONNX Runtime (int8, a DyT model: export, quantisation and the elementwise op), CTranslate2
+    # where it is installed; the exports themselves are tested above
+    rows = "fairseq eager UN folded,ORT int8 DyT folded,CT2 int8 LN"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_deploy.py"), "--smoke", "--variants",
                            rows, "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "deploy.json").read_text())
     measured = {r["variant"] for r in result["speed"]}
-    assert {"fairseq eager UN folded", "ORT fp32 UN folded", "ORT int8 UN scaled", "ORT fp32 LN",
-            "ORT int8 DyT folded"} <= measured
+    assert {"fairseq eager UN folded", "ORT int8 DyT folded"} <= measured
     assert all(r["sentences_per_s"] > 0 and r["cpu_s"] > 0 for r in result["speed"])
     assert set(result["memory"]) == measured and all(m["peak_rss_mib"] > 0 for m in result["memory"].values())
     table = (tmp_path / "deploy.md").read_text()
