@@ -783,7 +783,8 @@ def test_heldout_entry_of_an_evaluated_run(toy_data, smoke_layer_run, tmp_path):
     from un_tools.reproduce import config, evaluate, heldout
 
     dataset, flags = config.load_dataset("toy"), config.load_profile("smoke").gen_flags
-    evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, quiet=True)
+    # forced: an earlier test of this module may have left an evaluation with other flags (beam 2)
+    evaluate.evaluate_run(smoke_layer_run, toy_data, dataset, flags, 1, quiet=True, force=True)
     out = tmp_path / "heldout.json"
     out.write_text('{\n "what": "kept",\n "models": {\n  "layer-seed1": {\n   "note": "kept"\n  }\n }\n}\n')
     proc = subprocess.run([sys.executable, "-m", "un_tools.reproduce.cli", "heldout", "--run", smoke_layer_run,
