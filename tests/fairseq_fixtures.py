@@ -4,6 +4,7 @@ The corpus is a toy task (reverse the sentence and map each word ``aN`` to ``bN`
 updates of a tiny model already move the loss; it is binarized once per session.
 """
 
+import functools
 import importlib.metadata
 import logging
 import os
@@ -77,6 +78,7 @@ FORKED = ("fairseq-train", "fairseq-generate", "fairseq-interactive", "fairseq-p
 LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"  # fairseq_cli's
 
 
+@functools.lru_cache(maxsize=None)
 def _entry_point(name: str):
     (ep,) = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == name]
     return ep.load()
