@@ -312,13 +312,15 @@ def test_fit_table_averages_each_epochs_training_losses(tmp_path, capsys):
     e, averaged over the seeds; a run folder is a row of its own and stops where it stopped."""
     from un_tools.reproduce import fit
 
-    def record(seed, train, valid):
-        return {"variant": "un", "seed": seed, "status": "done",
-                "curves": {"train_loss": train, "valid_loss": valid, "valid_bleu": []}}
+    def record(seed, train, valid, bleu=(), variant="un"):
+        return {"variant": variant, "seed": seed, "status": "done",
+                "curves": {"train_loss": train, "valid_loss": valid, "valid_bleu": list(bleu)}}
     records = tmp_path / "records"
     records.mkdir()
-    (records / "un-seed1.json").write_text(json.dumps(record(1, [[1, 9.0], [2, 7.0], [3, 4.0]], [[2, 6.5], [3, 3.5]])))
-    (records / "un-seed2.json").write_text(json.dumps(record(2, [[1, 5.0], [2, 5.0], [3, 2.0]], [[2, 4.5], [3, 1.5]])))
+    (records / "un-seed1.json").write_text(json.dumps(record(1, [[1, 9.0], [2, 7.0], [3, 4.0]], [[2, 6.5], [3, 3.5]],
+                                                             [[2, 10.0], [3, 20.0]])))
+    (records / "un-seed2.json").write_text(json.dumps(record(2, [[1, 5.0], [2, 5.0], [3, 2.0]], [[2, 4.5], [3, 1.5]],
+                                                             [[3, 30.0]])))
     (records / "un-seed3.json").write_text(json.dumps({**record(3, [[1, 1.0]], [[1, 1.0]]), "status": "FAIL"}))
     run = tmp_path / "probe"
     run.mkdir()
@@ -334,6 +336,20 @@ def test_fit_table_averages_each_epochs_training_losses(tmp_path, capsys):
     assert fit.main(["--records", str(records), "--epochs", "0"]) == 2
     assert "--epochs '0'" in capsys.readouterr().err
     assert fit.main(["--run", str(run)]) == 2
+
+    # the epoch-end validation BLEU of each epoch (a seed without one there is left out of the
+    # mean), and the difference to another row, per epoch
+    (records / "layer-seed1.json").write_text(json.dumps(record(1, [[1, 8.0], [3, 3.5]], [[2, 6.0], [3, 3.0]],
+                                                                [[2, 11.0], [3, 26.0]], variant="layer")))
+    assert fit.main(["--records", str(records), "--metric", "valid_bleu", "--epochs", "1,2"]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "| layer | 1 | 11.00 | 26.00 |"
+    assert fit.main(["--records", str(records), "--metric", "valid_bleu", "--against", "layer", "--epochs", "1,2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2:] == ["| layer | 1 | +0.00 | +0.00 |", "| un | 2 | -1.00 | -1.00 |"]  # 10-11, (20+30)/2-26
+    assert fit.main(["--records", str(records), "--against", "layer", "--epochs", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[3] == "| un | 2 | -0.500 | -0.500 |"  # train (4+2)/2-3.5, valid (3.5+1.5)/2-3
+    assert fit.main(["--records", str(records), "--against", "ln"]) == 2
+    assert "--against 'ln'" in capsys.readouterr().err
 
 
 def test_rivals_table_from_records_heldout_and_benchmarks(tmp_path, capsys):
