@@ -258,10 +258,11 @@ def test_table1_from_committed_records_alone(tmp_path):
     assert "| UN | ✓ | 34.00 ± – (1/2 pending) | -3.00 |" in three
 
 
-def test_the_committed_table_and_the_readme_headline_follow_the_committed_records():
+def test_the_committed_tables_and_the_readme_headline_follow_the_committed_records():
     """results/multi30k-table1.md against its records, recomputed here (mean and sample std of the
-    done runs of each row), and the README's headline table is that table, line for line: a record
-    committed without rebuilding the table, or a table not pasted into the README, fails."""
+    done runs of each row); results/multi30k-rivals.md's test BLEU is Table 1's for the same row;
+    and the README's headline table is the rivals table, line for line: a record committed without
+    rebuilding the tables, or a table not pasted into the README, fails."""
     import statistics
 
     table = (REPO / "results" / "multi30k-table1.md").read_text()
@@ -281,10 +282,18 @@ def test_the_committed_table_and_the_readme_headline_follow_the_committed_record
             elif values:
                 assert cell.startswith(f"{values[0]:.2f} ± –"), row
     assert {r["label"] for r in records} <= set(labels)
+    bleu_of = dict(zip(labels, (row.strip("|").split("|")[2].strip() for row in rows)))
+    rivals = (REPO / "results" / "multi30k-rivals.md").read_text()
+    rival_rows = [line for line in rivals.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert len(rival_rows) == 5
+    for row in rival_rows:
+        label, test_bleu, runs = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        assert bleu_of[label].startswith(test_bleu), row
+        assert runs == str(len([r for r in records if r["label"] == label and r["status"] == "done"])), row
     readme = (REPO / "README.md").read_text()
     headline = readme.split("\n## Results", 1)[1].split("\n## ", 1)[0]
     assert [line for line in headline.splitlines() if line.startswith("|")] == \
-        [line for line in table.splitlines() if line.startswith("|")]
+        [line for line in rivals.splitlines() if line.startswith("|")]
 
 
 def test_the_committed_records_ran_the_flags_their_profile_gives_today():
@@ -382,6 +391,8 @@ def test_rivals_table_from_records_heldout_and_benchmarks(tmp_path, capsys):
                            "| an elementwise op per norm |")
     assert rows["UN"].count("–") == 7 and rows["UN"].endswith("| nothing |")
     assert rows["LN"].split(" | ")[3:5] == ["–", "+0.0%"]  # valid BLEU at another lenpen is not this column
+    assert rivals.main([f"--deploy={paths['deploy']}"]) == 0
+    assert "No speed cells for LN, UN, Derf, NoNorm: `--deploy` has no ONNX Runtime row" in capsys.readouterr().out
     assert rivals.main(["--deploy", str(tmp_path / "missing.json")]) == 2
     assert "--deploy" in capsys.readouterr().err
 

@@ -94,6 +94,7 @@ def table(records: Optional[Path], heldout: Optional[dict], training: Optional[d
     head = ["model", "test2016 BLEU", "runs", "valid BLEU", "training step vs LN"]
     head += [f"ORT {p} b{b} vs eager LN" for p in ("fp32", "int8") for b in BATCHES]
     lines = ["| " + " | ".join(head + ["shipped model keeps"]) + " |", "|" + "---|" * (len(head) + 1)]
+    missing = []
     for name, label, step_row, deploy_rows, keeps in models():
         runs = collect(None, [Variant(name, label, name)], [], records)[name] if records else []
         cell = summarize([r.bleu for r in runs], runs)
@@ -106,7 +107,12 @@ def table(records: Optional[Path], heldout: Optional[dict], training: Optional[d
                 ratio = speed_ratio(deploy, row, batch)
                 cells.append("–" if ratio is None else f"{ratio:.2f}x")
         lines.append("| " + " | ".join(cells + [keeps]) + " |")
-    return "\n".join(lines) + "\n"
+        if deploy is not None and all(speed_ratio(deploy, row, b) is None for row in deploy_rows for b in BATCHES):
+            missing.append(label)
+    text = "\n".join(lines) + "\n"
+    if missing:
+        text += f"\nNo speed cells for {', '.join(missing)}: `--deploy` has no ONNX Runtime row of it.\n"
+    return text
 
 
 def _load(path: Optional[Path], what: str) -> Optional[dict]:
