@@ -102,12 +102,10 @@ def table(records: Optional[Path], heldout: Optional[dict], training: Optional[d
         step = steps.get(step_row)
         cells = [label, test, count, _mean_sd(valid_bleu(heldout, name)),
                  "–" if step is None else f"{step:+.1f}%"]
-        for row in deploy_rows:
-            for batch in BATCHES:
-                ratio = speed_ratio(deploy, row, batch)
-                cells.append("–" if ratio is None else f"{ratio:.2f}x")
+        ratios = [speed_ratio(deploy, row, batch) for row in deploy_rows for batch in BATCHES]
+        cells += ["–" if ratio is None else f"{ratio:.2f}x" for ratio in ratios]
         lines.append("| " + " | ".join(cells + [keeps]) + " |")
-        if deploy is not None and all(speed_ratio(deploy, row, b) is None for row in deploy_rows for b in BATCHES):
+        if deploy is not None and all(ratio is None for ratio in ratios):
             missing.append(label)
     text = "\n".join(lines) + "\n"
     if missing:
