@@ -4,9 +4,15 @@ How to install: README.md, "Install". The base install is what ``--user-dir un_f
 needs; the tools' dependencies are extras.
 """
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
-EXPORT = ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.3"]
+#: un-translate's oldest working onnxruntime, stated once (un_translate/manifest.py)
+MIN_ONNXRUNTIME = re.search(r'^MIN_ONNXRUNTIME = "([0-9.]+)"', (Path(__file__).parent / "un_translate" / "manifest.py")
+                            .read_text(encoding="utf-8"), re.M).group(1)
+EXPORT = ["onnx>=1.17", f"onnxruntime>={MIN_ONNXRUNTIME}", "onnxscript>=0.3"]
 REPRO = ["sacremoses", "subword-nmt", "matplotlib"]
 
 setup(

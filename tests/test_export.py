@@ -91,20 +91,32 @@ def test_graph_modules_compute_fairseqs_incremental_decoding(toy_data, variant):
         step_graph = DecoderStepGraph(exported, max_beam=4)
         layers = len(cross) // 2
         _, heads, _, dim = cross[0].shape
-        cache = [torch.zeros(6, heads, 0, dim) for _ in range(2 * layers)]
+        capacity = prev.size(1) + 2
+        past = [torch.zeros(6, heads, capacity, dim) for _ in range(2 * layers)]
+        indirection = torch.zeros(3, 2, capacity, dtype=torch.int32)
         bias = torch.zeros(len(task.target_dictionary))
         bias[pad] = float("-inf")
+        gen = torch.Generator().manual_seed(3)
         for t in range(prev.size(1)):
             out = reference.decoder(prev[:, :t + 1], encoder_out=ref_enc, incremental_state=state)
             expected = reference.get_normalized_probs(out, log_probs=True)[:, -1]
             expected[:, pad] = float("-inf")
-            values, tokens, eos, *cache = step_graph(prev[:, t], torch.tensor(t), bias, mask, tuple(cross[:layers]),
-                                                     tuple(cross[layers:]), tuple(cache[:layers]),
-                                                     tuple(cache[layers:]))
+            values, tokens, eos, *past = step_graph(prev[:, t], torch.tensor(t), bias, mask, tuple(cross[:layers]),
+                                                    tuple(cross[layers:]), indirection, tuple(past[:layers]),
+                                                    tuple(past[layers:]))
             torch.testing.assert_close(values, expected.topk(8).values, rtol=1e-5, atol=2e-5)
             torch.testing.assert_close(values, expected.gather(1, tokens), rtol=1e-5, atol=2e-5)
             torch.testing.assert_close(eos, expected[:, task.target_dictionary.eos()], rtol=1e-5, atol=2e-5)
-            assert all(c.shape == (6, heads, t + 1, dim) for c in cache)
+            assert all(c.shape == (6, heads, capacity, dim) for c in past)
+            # beam search's reorder: each row continues a random row of its sentence; fairseq
+            # copies its caches, the graph reads through the indirection
+            parents = torch.randint(0, 2, (3, 2), generator=gen)
+            new_order = (torch.arange(3)[:, None] * 2 + parents).reshape(-1)
+            reference.decoder.reorder_incremental_state_scripting(state, new_order)
+            prev = prev.clone()
+            prev[:, :t + 1] = prev[new_order, :t + 1]
+            indirection = indirection.gather(1, parents[:, :, None].expand(-1, -1, capacity).int().long()).int()
+            indirection[:, :, t] = parents.int()
 
 
 # -- the command -------------------------------------------------------------------------
@@ -183,8 +195,10 @@ def test_manifest_and_dynamic_shapes(exports, checkpoints):
             for g in graphs.values() for i in g.graph.input}
     batch, src_len = dims["src_tokens"]
     assert isinstance(batch, str) and isinstance(src_len, str)  # symbolic, not traced sizes
-    assert isinstance(dims["cache_k_0"][0], str) and isinstance(dims["cache_k_1"][2], str)
-    assert dims["cache_k_0"][1] == 4 and dims["step"] == []
+    assert isinstance(dims["past_k_0"][0], str) and isinstance(dims["past_k_1"][2], str)
+    assert dims["past_k_0"][1] == 4 and dims["step"] == []
+    assert all(isinstance(d, str) for d in dims["cache_indirection"])  # batch, beam and capacity
+    assert manifest["census"]["decoder_step"]["DecoderMaskedMultiHeadAttention"] == 2  # one per layer
     assert manifest["model"]["candidates_per_row"] == 2 * 10
 
 
@@ -323,11 +337,16 @@ def test_search_options_and_batching_follow_fairseq_generate(toy_data, checkpoin
     dict(beam=3, len_penalty=0.5, min_len=2, max_len_b=5),
     dict(beam=8, len_penalty=1.5, unk_penalty=-1.0, max_len_a=0.5, max_len_b=3),
 ])
-def test_every_hypothesis_equals_sequence_generators_with_a_tiny_vocabulary(tmp_path, options):
+def test_every_hypothesis_equals_sequence_generators_with_a_tiny_vocabulary(tmp_path, options, monkeypatch):
     """All ``beam`` hypotheses of each sentence (not just the best), against fairseq's
     SequenceGenerator in-process, on a random model over 5 words: the first step has fewer
-    candidates than ``2 x beam``, and the short maximum lengths force eos."""
+    candidates than ``2 x beam``, and the short maximum lengths force eos. The decoder's
+    buffers start at one position, so they grow (and shrink as sentences finish) on the way."""
     from fairseq.sequence_generator import SequenceGenerator
+
+    from un_translate import onnx_model
+
+    monkeypatch.setattr(onnx_model, "FIRST_CAPACITY", 1)
 
     from un_tools.benchmarks.common import build_variant_models, model_args, toy_task
     from un_fairseq.export import exporter
@@ -513,6 +532,25 @@ def test_a_missing_extra_is_one_line_naming_the_install(checkpoints, exports, tm
         assert len(lines) == 1 and "pip install 'un-fairseq[export]'" in lines[0], proc.stderr
         assert "tensorboardX" not in proc.stdout + proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_onnxruntime_older_than_the_working_kernel_is_one_line_naming_the_upgrade(exports, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """onnxruntime 1.20 has the decoder's attention kernel but translates wrongly with it
+    (un_translate.manifest.MIN_ONNXRUNTIME): un-translate refuses it instead."""
+    import onnxruntime
+
+    from un_translate.manifest import MIN_ONNXRUNTIME
+
+    source = tmp_path / "in.txt"
+    source.write_text("a b c\n")
+    monkeypatch.setattr(onnxruntime, "__version__", "1.20.1")
+    capsys.readouterr()
+    assert translate_cli.main([str(exports["un"][0]), "--input", str(source)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "found 1.20.1" in err[0] and f"pip install -U 'onnxruntime>={MIN_ONNXRUNTIME}'" in err[0]
+    monkeypatch.setattr(onnxruntime, "__version__", MIN_ONNXRUNTIME + ".0")
+    assert translate_cli.main([str(exports["un"][0]), "--input", str(source)]) == 0
 
 
 def test_bad_checkpoints_and_folders_are_one_line_naming_the_file(checkpoints, exports, tmp_path):

@@ -87,7 +87,7 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
                          f"lower --min-len or raise --max-len-a/--max-len-b")
 
     padding_mask, cross = model.encode(src_tokens, src_lengths)  # one row per sentence, never per beam
-    cache = model.empty_cache(n_sent)
+    state = model.start(padding_mask, cross, 1, max_width=beam)  # one row per sentence at the first step
     bias = np.zeros(V, dtype=np.float32)  # fairseq-generate's adjustments of the log-probabilities
     bias[pad] = NEG_INF
     bias[unk] = -np.float32(opts.unk_penalty)
@@ -106,7 +106,7 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
         width = 1 if step == 0 else beam  # decoder rows per sentence: every beam is the same at step 0
         bias[eos] = NEG_INF if step < opts.min_len else eos_bias
         row_tokens = tokens[::beam, step] if width == 1 else tokens[:, step]
-        cand_lp, cand_tok, eos_lp, cache = model.step(row_tokens, step, bias, padding_mask, cross, cache)
+        cand_lp, cand_tok, eos_lp = model.step(state, row_tokens, step, bias)
         at_max = np.repeat(step >= max_len[live], width)
         nan = np.isnan(cand_lp)
         if nan.any() or at_max.any():
@@ -139,6 +139,7 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
         if finished.all():
             break
 
+        keep = None
         if done_local:  # drop the sentences that are done
             keep = np.setdiff1d(np.arange(bsz), done_local)
             eos_mask, cand_beams = eos_mask[keep], cand_beams[keep]
@@ -146,12 +147,8 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
             cands_to_ignore = cands_to_ignore[keep]
             kept_rows = (keep[:, None] * beam + np.arange(beam)).reshape(-1)
             scores, tokens = scores[kept_rows], tokens[kept_rows]
-            padding_mask, cross = padding_mask[keep], [c[keep] for c in cross]
-            old_offsets = (keep * width)[:, None]  # the caches are still indexed as before
             live, bsz = live[keep], len(keep)
             bbsz_offsets = (np.arange(bsz) * beam)[:, None]
-        else:
-            old_offsets = (np.arange(bsz) * width)[:, None]
 
         # the first `beam` candidates that do not end in eos (nor are ignored) continue
         eos_mask[:, :beam] |= cands_to_ignore
@@ -167,8 +164,7 @@ def beam_search(model, src_tokens: np.ndarray, src_lengths: np.ndarray, vocab, o
         if step > 0:
             scores[:, :step] = scores[active_bbsz_idx, :step]
         scores.reshape(bsz, beam, -1)[:, :, step] = np.take_along_axis(cand_scores, active_hypos, axis=1)
-        cache_rows = (chosen_beams + old_offsets).reshape(-1)
-        cache = [c.take(cache_rows, axis=0) for c in cache]
+        state.reorder(step, chosen_beams, keep)
 
     for hyps in finalized:
         hyps.sort(key=lambda h: -h.score)  # stable: an equal score keeps the earlier one first

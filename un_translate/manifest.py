@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-FORMAT = "un-fairseq-onnx/2"
+FORMAT = "un-fairseq-onnx/3"
 MANIFEST = "manifest.json"
 ENCODER = "encoder.onnx"
 DECODER_STEP = "decoder_step.onnx"
@@ -21,9 +21,10 @@ SPM_MODEL = "sentencepiece.model"
 #: decoder step keeps ``2 x`` this many candidates per row
 DEFAULT_MAX_BEAM = 10
 
-#: ``B`` sentences, ``N`` decoder rows (``B`` at the first step, then ``B x beam``), ``S``
-#: source tokens, ``T`` cached target tokens, ``H`` heads, ``D`` channels per head, ``C``
-#: model channels, ``V`` target vocabulary, ``K`` candidates per row. A name with ``{i}``
+#: ``B`` sentences, ``N = B x W`` decoder rows (``W`` per sentence: the beam), ``S`` source
+#: tokens, ``M`` positions of the self-attention buffers (more than the step), ``H`` heads,
+#: ``D`` channels per head, ``C`` model channels, ``V`` target vocabulary, ``K`` candidates
+#: per row. A name with ``{i}``
 #: stands for one tensor per decoder layer ``i = 0 .. L-1``, in that order.
 ENCODER_INPUTS = {"src_tokens": ("int64", ["B", "S"]), "src_lengths": ("int64", ["B"])}
 ENCODER_OUTPUTS = {
@@ -39,15 +40,16 @@ DECODER_INPUTS = {
     "encoder_padding_mask": ("bool", ["B", "S"]),
     "cross_k_{i}": ("float32", ["B", "H", "S", "D"]),
     "cross_v_{i}": ("float32", ["B", "H", "S", "D"]),
-    "cache_k_{i}": ("float32", ["N", "H", "T", "D"]),
-    "cache_v_{i}": ("float32", ["N", "H", "T", "D"]),
+    "cache_indirection": ("int32", ["B", "W", "M"]),
+    "past_k_{i}": ("float32", ["N", "H", "M", "D"]),
+    "past_v_{i}": ("float32", ["N", "H", "M", "D"]),
 }
 DECODER_OUTPUTS = {
     "cand_log_probs": ("float32", ["N", "K"]),
     "cand_tokens": ("int64", ["N", "K"]),
     "eos_log_probs": ("float32", ["N"]),
-    "new_cache_k_{i}": ("float32", ["N", "H", "T+1", "D"]),
-    "new_cache_v_{i}": ("float32", ["N", "H", "T+1", "D"]),
+    "present_k_{i}": ("float32", ["N", "H", "M", "D"]),
+    "present_v_{i}": ("float32", ["N", "H", "M", "D"]),
 }
 
 
@@ -74,12 +76,38 @@ class MissingDependency(ImportError):
         super().__init__(f"{what} needs {name}, which is not installed: {install}")
 
 
+class OutdatedDependency(MissingDependency):
+    """An installed dependency older than the oldest that works, with the upgrade command."""
+
+    def __init__(self, what: str, name: str, minimum: str, found: str, why: str) -> None:
+        ImportError.__init__(self, f"{what} needs {name} >= {minimum} (found {found}: {why}): "
+                                   f"pip install -U '{name}>={minimum}'")
+
+
+#: the oldest onnxruntime whose CPU ``DecoderMaskedMultiHeadAttention`` (the decoder's
+#: self-attention, format 3) translates correctly: 1.20 has the kernel but reads the beams'
+#: histories wrongly (7 of 40 Multi30k sentences as 1.21-1.32 translate them; 1.21-1.32: 40 of 40)
+MIN_ONNXRUNTIME = "1.21"
+
+
+def _version(text: str):
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit()) if part else ""
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
 def import_onnxruntime():
-    """``onnxruntime``, or :class:`MissingDependency` naming the install command."""
+    """``onnxruntime`` (at least :data:`MIN_ONNXRUNTIME`), or :class:`MissingDependency`
+    naming the install command."""
     try:
         import onnxruntime
     except ImportError:
         raise MissingDependency("un-translate", "onnxruntime") from None
+    if _version(onnxruntime.__version__) < _version(MIN_ONNXRUNTIME):
+        raise OutdatedDependency("un-translate", "onnxruntime", MIN_ONNXRUNTIME, onnxruntime.__version__,
+                                 "its decoder attention kernel translates wrongly")
     return onnxruntime
 
 

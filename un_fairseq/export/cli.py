@@ -9,13 +9,14 @@ RMSNorm, PowerNorm) are exported as they are. OUTDIR receives:
 
   encoder.onnx       src_tokens, src_lengths -> encoder_out, encoder_padding_mask, and every
                      decoder layer's cross-attention keys and values (cross_k, cross_v)
-  decoder_step.onnx  tokens, step, cache_k, cache_v, cross_k, cross_v, encoder_padding_mask
-                     -> log_probs, new_cache_k, new_cache_v
+  decoder_step.onnx  tokens, step, token_bias, encoder_padding_mask, cross_k, cross_v,
+                     cache_indirection, past_k, past_v -> the best candidates per row and
+                     present_k, present_v (the self-attention buffers, written in place)
   dict.src.txt, dict.tgt.txt   fairseq's dictionaries
   sentencepiece.model          with --spm: the model that turns text into the dictionaries' pieces
   manifest.json      shapes, opset, norm types, op census, the language pair, the checkpoint's sha256
 
-Batch size, source length and cache length are dynamic. Both graphs pass onnx.checker, and
+Batch size, beam, source length and buffer length are dynamic. Both graphs pass onnx.checker, and
 ONNX Runtime is compared with the checkpoint's own (unfolded) model before OUTDIR appears;
 OUTDIR is written atomically (nothing is left after a failure).
 

@@ -48,8 +48,8 @@ def prepare(state: Dict, data: Optional[str], keep_scale: bool = False, **verifi
     return result.task, result.model, result.reference, report
 
 
-def _example_inputs(model: nn.Module, encoder: nn.Module, batch: int = 3, rows: int = 6, src_len: int = 7,
-                    cache_len: int = 4):
+def _example_inputs(model: nn.Module, encoder: nn.Module, batch: int = 3, width: int = 2, src_len: int = 7,
+                    step: int = 4, capacity: int = 9):
     """Inputs to trace with: sizes >= 2 and all different, so that none is specialised."""
     d = model.encoder.dictionary
     src = torch.randint(d.nspecial, len(d), (batch, src_len))
@@ -58,12 +58,14 @@ def _example_inputs(model: nn.Module, encoder: nn.Module, batch: int = 3, rows: 
         _, mask, *kv = encoder(src, lengths)
     layers = len(kv) // 2
     _, heads, _, dim = kv[0].shape
-    cache = tuple(torch.zeros(rows, heads, cache_len, dim) for _ in range(layers))
+    rows = batch * width
+    past = tuple(torch.zeros(rows, heads, capacity, dim) for _ in range(layers))
+    indirection = torch.zeros(batch, width, capacity, dtype=torch.int32)
     tokens = torch.full((rows,), d.eos())
     bias = torch.zeros(len(model.decoder.dictionary))
     return ((src, lengths),
-            (tokens, torch.tensor(cache_len), bias, mask, tuple(kv[:layers]), tuple(kv[layers:]), cache,
-             tuple(c.clone() for c in cache)))
+            (tokens, torch.tensor(step), bias, mask, tuple(kv[:layers]), tuple(kv[layers:]), indirection, past,
+             tuple(c.clone() for c in past)))
 
 
 def export_graphs(model: nn.Module, folder: Path, opset: Optional[int] = None, max_beam: int = DEFAULT_MAX_BEAM) -> None:
@@ -71,22 +73,26 @@ def export_graphs(model: nn.Module, folder: Path, opset: Optional[int] = None, m
     the step keeps ``2 * max_beam`` candidates per row (at most ``V``)."""
     from torch.export import Dim
 
+    from .cached_attention import translation_table
+
     for name in ("onnx_ir", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" x 4
-    batch, rows, src_len, cache_len = Dim("batch"), Dim("rows"), Dim("src_len"), Dim("cache_len")
+    batch, width, rows, src_len = Dim("batch"), Dim("width"), Dim("rows"), Dim("src_len")
+    capacity = Dim("capacity")
     encoder = EncoderGraph(model).eval()
     decoder = DecoderStepGraph(model, max_beam).eval()
     enc_inputs, dec_inputs = _example_inputs(model, encoder)
     layers = len(model.decoder.layers)
     external = sum(p.numel() * p.element_size() for p in model.parameters()) > INLINE_WEIGHTS_LIMIT
     per_sentence = tuple({0: batch, 2: src_len} for _ in range(layers))
-    per_row = tuple({0: rows, 2: cache_len} for _ in range(layers))
+    per_row = tuple({0: rows, 2: capacity} for _ in range(layers))
     graphs = (
         (encoder, enc_inputs, layout.ENCODER, layout.ENCODER_INPUTS, layout.ENCODER_OUTPUTS,
          ({0: batch, 1: src_len}, {0: batch})),
         (decoder, dec_inputs, layout.DECODER_STEP, layout.DECODER_INPUTS, layout.DECODER_OUTPUTS,
-         ({0: rows}, None, None, {0: batch, 1: src_len}, per_sentence, per_sentence, per_row, per_row)),
+         ({0: rows}, None, None, {0: batch, 1: src_len}, per_sentence, per_sentence,
+          {0: batch, 1: width, 2: capacity}, per_row, per_row)),
     )
     for module, inputs, filename, in_spec, out_spec, dynamic in graphs:
         with torch.no_grad(), warnings.catch_warnings():
@@ -94,7 +100,7 @@ def export_graphs(model: nn.Module, folder: Path, opset: Optional[int] = None, m
             torch.onnx.export(module, inputs, str(folder / filename), dynamo=True, verbose=False,
                               opset_version=opset, input_names=layout.names(in_spec, layers),
                               output_names=layout.names(out_spec, layers), dynamic_shapes=dynamic,
-                              external_data=external)
+                              external_data=external, custom_translation_table=translation_table())
         onnx.checker.check_model(str(folder / filename), full_check=True)
 
 
@@ -155,12 +161,14 @@ def check_with_onnxruntime(folder: Path, task, reference: nn.Module, tolerance: 
 
     model = OnnxModel(folder, threads=1)
     mask, cross = model.encode(src.numpy(), lengths.numpy())
-    cache = model.empty_cache(batch * width)
+    state = model.start(mask, cross, width, capacity=max(2, tgt_len // 2))  # grows on the way
+    same_rows = np.tile(np.arange(width), (batch, 1))
     bias = np.zeros(len(tgt_d), dtype=np.float32)
     bias[tgt_d.pad()] = -np.inf
     worst, bad = 0.0, 0
     for step in range(tgt_len):
-        values, tokens, eos, cache = model.step(prev[:, step].numpy(), step, bias, mask.copy(), cross, cache)
+        values, tokens, eos = model.step(state, prev[:, step].numpy(), step, bias)
+        state.reorder(step, same_rows)
         ref = expected[:, step].double()
         top = ref.topk(values.shape[1], dim=-1).values.numpy()
         at_tokens = ref.gather(1, torch.from_numpy(tokens)).numpy()

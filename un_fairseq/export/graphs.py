@@ -8,8 +8,8 @@ embeddings and activations are the model's own modules; every linear layer becom
 :class:`Projection` (a ``MatMul`` with a pre-transposed weight and an ``Add``: the form ONNX
 Runtime's int8 quantiser rewrites). Dropout is off (inference). Layout is batch-first:
 
-- ``B`` sentences, ``N`` decoder rows (``B`` at the first step, ``B x beam`` after, the
-  rows of one sentence adjacent), ``S`` source tokens, ``T`` cached target tokens, ``C``
+- ``B`` sentences, ``N = B x W`` decoder rows (``W`` per sentence, adjacent: the beam),
+  ``S`` source tokens, ``M`` positions of the self-attention buffers, ``C``
   model channels, ``H`` heads of ``D = C / H`` channels, ``L`` decoder layers, ``V`` target
   vocabulary, ``K`` candidates per row.
 
@@ -24,7 +24,10 @@ Math (Vaswani et al., 2017, with fairseq's pre-norm ordering and scalings):
   ``x = x + fc2(act(fc1(norm(x))))``; the final norm of each stack after its last layer.
 
 What the graphs do that fairseq's modules do not (none changes a value beyond rounding):
-q, k and v of a self-attention are one matmul (weights concatenated), and so are the
+the decoder's self-attention is one op over buffers written in place, which reads each
+row's history through a cache indirection instead of reordering the caches by beam
+(:mod:`.cached_attention`); q, k and v of a self-attention are one matmul (weights
+concatenated), and so are the
 cross-attention keys and values of every decoder layer (in the encoder graph, once per
 sentence); the decoder's cross-attention folds the ``N / B`` rows of a sentence into its
 query, so the keys and values are never repeated per beam; the step ends in log-softmax
@@ -37,6 +40,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from .cached_attention import cached_self_attention
 
 
 def position_table(embed_positions: Optional[nn.Module]) -> Optional[Tensor]:
@@ -117,12 +122,16 @@ class SelfAttention(nn.Module):
         self.qkv = Projection([mha.q_proj, mha.k_proj, mha.v_proj], [scaling if folded else 1.0, 1.0, 1.0])
         self.out = Projection([mha.out_proj])
 
-    def project(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """``B x T x C`` -> q (scaled), k, v, each ``B x H x T x D``."""
+    def scaled_qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``B x T x C`` -> q (scaled), k, v, each ``B x T x C``."""
         q, k, v = self.qkv(x)
         if self.q_scaling is not None:
             q = q * self.q_scaling
-        return split_heads(q, self.heads), split_heads(k, self.heads), split_heads(v, self.heads)
+        return q, k, v
+
+    def project(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``B x T x C`` -> q (scaled), k, v, each ``B x H x T x D``."""
+        return tuple(split_heads(t, self.heads) for t in self.scaled_qkv(x))
 
 
 class CrossAttentionQuery(nn.Module):
@@ -209,18 +218,21 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderStepGraph(nn.Module):
-    """One decoder step of beam search over per-layer key/value caches: the best ``K``
-    next tokens of every row.
+    """One decoder step of beam search over per-layer key/value buffers written in place: the
+    best ``K`` next tokens of every row.
 
     Inputs: ``tokens`` ``N`` (int64: each row's newest target token; eos at the first step),
-    ``step`` (int64 scalar: its 0-based position = ``T``), ``token_bias`` ``V`` (float32,
+    ``step`` (int64 scalar: its 0-based position ``t``), ``token_bias`` ``V`` (float32,
     added to the log-probabilities: fairseq-generate's ``-inf`` at pad, ``-unk_penalty`` at
     unk, ``-inf`` at eos before ``min_len``), ``encoder_padding_mask`` ``B x S``,
-    ``cross_k_i``, ``cross_v_i`` ``B x H x S x D`` (one per sentence), ``cache_k_i``,
-    ``cache_v_i`` ``N x H x T x D`` (``T`` may be 0). Outputs: ``cand_log_probs`` ``N x K``
-    (float32, descending), ``cand_tokens`` ``N x K`` (int64; equal values: lower token
-    first), ``eos_log_probs`` ``N`` (eos's adjusted log-probability, for rows at their
-    maximum length), then ``new_cache_k_i``, ``new_cache_v_i`` ``N x H x (T+1) x D``.
+    ``cross_k_i``, ``cross_v_i`` ``B x H x S x D`` (one per sentence), ``cache_indirection``
+    ``B x W x M`` (int32, ``N = B x W``: which row of its sentence each row reads each earlier
+    position from), ``past_k_i``, ``past_v_i`` ``N x H x M x D`` (positions ``< t`` filled,
+    ``M > t``). Outputs: ``cand_log_probs`` ``N x K`` (float32, descending), ``cand_tokens``
+    ``N x K`` (int64; equal values: lower token first), ``eos_log_probs`` ``N`` (eos's
+    adjusted log-probability, for rows at their maximum length), then ``present_k_i``,
+    ``present_v_i``: the buffers with position ``t`` written (in ONNX Runtime the same memory
+    as ``past_*``: :mod:`.cached_attention`).
     fairseq's NaN -> ``-inf`` is left to the host (on the ``N x K`` candidates): finite
     logits give no NaN, and a pass over ``N x V`` for it cost 18% of an int8 step.
     """
@@ -242,23 +254,23 @@ class DecoderStepGraph(nn.Module):
         self.candidates = candidates_per_row(model, max_beam)
 
     def forward(self, tokens: Tensor, step: Tensor, token_bias: Tensor, encoder_padding_mask: Tensor,
-                cross_k: Tuple[Tensor, ...], cross_v: Tuple[Tensor, ...],
-                cache_k: Tuple[Tensor, ...], cache_v: Tuple[Tensor, ...]):
+                cross_k: Tuple[Tensor, ...], cross_v: Tuple[Tensor, ...], cache_indirection: Tensor,
+                past_k: Tuple[Tensor, ...], past_v: Tuple[Tensor, ...]):
         x = self.embed_scale * self.embed_tokens(tokens[:, None])  # N x 1 x C
         if self.positions is not None:
             x = x + self.positions[step + self.padding_idx + 1]
-        new_k: List[Tensor] = []
-        new_v: List[Tensor] = []
+        present_k: List[Tensor] = []
+        present_v: List[Tensor] = []
         for i in range(len(self.attn)):
             attn = self.attn[i]
-            q, k, v = attn.project(self.attn_norms[i](x))
-            k, v = torch.cat([cache_k[i], k], dim=2), torch.cat([cache_v[i], v], dim=2)
-            new_k.append(k)
-            new_v.append(v)
-            x = x + attn.out(merge_heads(attend(q, k, v, None)))[0]  # the newest token sees every cached one
+            q, k, v = attn.scaled_qkv(self.attn_norms[i](x))
+            ctx, k_i, v_i = cached_self_attention(q, k, v, past_k[i], past_v[i], step, cache_indirection, attn.heads)
+            present_k.append(k_i)
+            present_v.append(v_i)
+            x = x + attn.out(ctx)[0]
             x = x + self.cross[i](self.cross_norms[i](x), cross_k[i], cross_v[i], encoder_padding_mask)
             x = self.ffn[i](x)
         logits = self.output(self.final_norm(x))[0][:, 0]
         lprobs = torch.log_softmax(logits.float(), dim=-1) + token_bias
         values, indices = torch.topk(lprobs, self.candidates, dim=-1)
-        return (values, indices, lprobs[:, self.eos], *new_k, *new_v)
+        return (values, indices, lprobs[:, self.eos], *present_k, *present_v)
