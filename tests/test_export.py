@@ -115,7 +115,7 @@ def test_graph_modules_compute_fairseqs_incremental_decoding(toy_data, variant):
             reference.decoder.reorder_incremental_state_scripting(state, new_order)
             prev = prev.clone()
             prev[:, :t + 1] = prev[new_order, :t + 1]
-            indirection = indirection.gather(1, parents[:, :, None].expand(-1, -1, capacity).int().long()).int()
+            indirection = indirection.gather(1, parents[:, :, None].expand(-1, -1, capacity))
             indirection[:, :, t] = parents.int()
 
 
@@ -344,13 +344,12 @@ def test_every_hypothesis_equals_sequence_generators_with_a_tiny_vocabulary(tmp_
     buffers start at one position, so they grow (and shrink as sentences finish) on the way."""
     from fairseq.sequence_generator import SequenceGenerator
 
-    from un_translate import onnx_model
-
-    monkeypatch.setattr(onnx_model, "FIRST_CAPACITY", 1)
-
     from un_tools.benchmarks.common import build_variant_models, model_args, toy_task
     from un_fairseq.export import exporter
+    from un_translate import onnx_model
     from un_translate.beam_search import SearchOptions, beam_search
+
+    monkeypatch.setattr(onnx_model, "FIRST_CAPACITY", 1)
 
     task = toy_task(9)
     small = ["--encoder-layers", "1", "--decoder-layers", "2", "--encoder-embed-dim", "16",

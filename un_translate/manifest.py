@@ -24,8 +24,8 @@ DEFAULT_MAX_BEAM = 10
 #: ``B`` sentences, ``N = B x W`` decoder rows (``W`` per sentence: the beam), ``S`` source
 #: tokens, ``M`` positions of the self-attention buffers (more than the step), ``H`` heads,
 #: ``D`` channels per head, ``C`` model channels, ``V`` target vocabulary, ``K`` candidates
-#: per row. A name with ``{i}``
-#: stands for one tensor per decoder layer ``i = 0 .. L-1``, in that order.
+#: per row. A name with ``{i}`` stands for one tensor per decoder layer ``i = 0 .. L-1``, in
+#: that order.
 ENCODER_INPUTS = {"src_tokens": ("int64", ["B", "S"]), "src_lengths": ("int64", ["B"])}
 ENCODER_OUTPUTS = {
     "encoder_out": ("float32", ["B", "S", "C"]),
@@ -91,11 +91,8 @@ MIN_ONNXRUNTIME = "1.21"
 
 
 def _version(text: str):
-    parts = []
-    for part in text.split(".")[:2]:
-        digits = "".join(c for c in part if c.isdigit()) if part else ""
-        parts.append(int(digits or 0))
-    return tuple(parts)
+    """``(major, minor)`` of a version string such as ``1.21.0`` or ``1.22.0.dev20250101``."""
+    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in text.split(".")[:2])
 
 
 def import_onnxruntime():

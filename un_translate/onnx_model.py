@@ -6,7 +6,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .manifest import DECODER_INPUTS, DECODER_OUTPUTS, DECODER_STEP, ENCODER, ExportError, import_onnxruntime, load_manifest, names
+from .manifest import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_STEP, ENCODER, ExportError, import_onnxruntime,
+                       load_manifest, names)
 
 
 #: ONNX Runtime's execution providers by default: the CPU (serving on CPUs is what the
